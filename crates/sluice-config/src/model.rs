@@ -1,0 +1,221 @@
+//! The validated, typed configuration. Every value here has passed its checks: names are
+//! unique, references resolve (pools are indices, not names), durations are positive.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub global: Global,
+    pub services: Vec<Service>,
+    pub pools: Vec<Pool>,
+}
+
+impl Config {
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// How long in-flight requests may run after SIGTERM before the process exits anyway.
+    pub shutdown_timeout: Duration,
+    /// Write one access log line per request to stdout.
+    pub access_log: bool,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            shutdown_timeout: Duration::from_secs(30),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub mode: Mode,
+    /// Index into `Config::pools` used when no route matches; `None` answers 404.
+    pub default_pool: Option<usize>,
+    pub tls: Option<ServiceTls>,
+    pub timeouts: ServiceTimeouts,
+    pub routes: Vec<Route>,
+    /// Add `X-Forwarded-For`, `-Proto` and `-Host` to requests.
+    pub x_forwarded: bool,
+    /// Answer sent when a pool has no server left to take a request.
+    pub sorry: Sorry,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceTls {
+    pub certificates: Vec<CertificateFiles>,
+    /// Offer HTTP/2 to clients through ALPN.
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTimeouts {
+    /// A keep-alive client connection with no request for this long is closed; also the
+    /// longest pause allowed while a client sends a request body.
+    pub client_idle: Duration,
+    /// The request line and headers must arrive within this time (408 otherwise).
+    pub request_header: Duration,
+    pub tls_handshake: Duration,
+}
+
+impl Default for ServiceTimeouts {
+    fn default() -> Self {
+        ServiceTimeouts {
+            client_idle: Duration::from_secs(300),
+            request_header: Duration::from_secs(10),
+            tls_handshake: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sorry {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Default for Sorry {
+    fn default() -> Self {
+        Sorry {
+            status: 503,
+            content_type: "text/html; charset=utf-8".into(),
+            body: "<!doctype html><title>Service unavailable</title>\
+                   <h1>Service unavailable</h1><p>No server is available to take this request. \
+                   Please try again shortly.</p>\n"
+                .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Every condition must hold (an empty list matches everything).
+    pub conditions: Vec<Condition>,
+    pub pool: usize,
+}
+
+/// One request condition. Text comparisons ignore ASCII case.
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Path(String),
+    PathPrefix(String),
+    PathSuffix(String),
+    PathRegex(Regex),
+    /// Host without port; a leading `*.` matches any subdomain.
+    Host(String),
+    /// Header present (value `None`) or equal to the value.
+    Header { name: String, value: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub servers: Vec<Server>,
+    pub health: Option<HealthCheck>,
+    pub tls: Option<UpstreamTls>,
+    pub timeouts: PoolTimeouts,
+    /// Further servers tried when a connection cannot be made.
+    pub retries: u32,
+    /// Idle keep-alive connections kept per server.
+    pub max_idle_per_server: usize,
+    /// Idle keep-alive connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub max_connections: Option<u32>,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTimeouts {
+    pub connect: Duration,
+    /// Longest wait for response headers and longest pause inside a response body.
+    pub server: Duration,
+}
+
+impl Default for PoolTimeouts {
+    fn default() -> Self {
+        PoolTimeouts {
+            connect: Duration::from_secs(5),
+            server: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Tcp,
+    Http(HttpProbe),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbe {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub expect_status: u16,
+    pub expect_body: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub verify: Verify,
+    /// Server name sent in the ClientHello and checked by `verify = "full"`.
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verify {
+    /// The certificate chain is checked against the system roots or `ca_file`.
+    Full { ca_file: Option<PathBuf> },
+    /// The server's end certificate must have one of these SHA-256 digests.
+    Fingerprint(Vec<[u8; 32]>),
+    /// No verification at all.
+    None,
+}

@@ -1,0 +1,283 @@
+//! `[[pool]]` tables: servers, health checks, TLS towards the servers, timeouts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::document::{report_duplicates, resolve, Named};
+use crate::model::*;
+use crate::reader::{Field, Report, Table};
+
+pub(crate) fn parse_all(tables: Vec<Table>, r: &mut Report, base: &Path) -> (Vec<Pool>, Vec<Named>) {
+    let mut names = Vec::new();
+    let pools = tables
+        .into_iter()
+        .map(|t| {
+            let (pool, name) = parse_pool(t, r, base);
+            names.extend(name);
+            pool
+        })
+        .collect();
+    report_duplicates(&names, "pool name", r);
+    (pools, names)
+}
+
+fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>) {
+    let name = named(&mut t, r);
+    let algorithm = t
+        .get("algorithm")
+        .and_then(|f| {
+            f.choice(
+                r,
+                &[("round-robin", Algorithm::RoundRobin), ("least-conn", Algorithm::LeastConn)],
+            )
+        })
+        .unwrap_or(Algorithm::RoundRobin);
+    let servers = parse_servers(&mut t, r);
+    let health = t.get("health").and_then(|f| f.table(r)).map(|h| parse_health(h, r));
+    let tls = t.get("tls").and_then(|f| f.table(r)).map(|h| parse_tls(h, r, base));
+    let timeouts = t
+        .get("timeouts")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_timeouts(h, r))
+        .unwrap_or_default();
+    let retries = t.get("retries").and_then(|f| f.int_in(r, 0, 10)).unwrap_or(2) as u32;
+    let max_idle_per_server = t
+        .get("max_idle_per_server")
+        .and_then(|f| f.int_in(r, 0, 100_000))
+        .unwrap_or(64) as usize;
+    let idle_timeout = t
+        .get("idle_timeout")
+        .and_then(|f| f.positive_duration(r))
+        .unwrap_or(std::time::Duration::from_secs(60));
+    t.finish(r);
+    let pool = Pool {
+        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        algorithm,
+        servers,
+        health,
+        tls,
+        timeouts,
+        retries,
+        max_idle_per_server,
+        idle_timeout,
+    };
+    (pool, name)
+}
+
+/// The table's required `name`, kept with its location.
+pub(crate) fn named(t: &mut Table, r: &mut Report) -> Option<Named> {
+    let f = t.require(r, "name")?;
+    let name = f.non_empty_str(r)?;
+    Some(Named {
+        name: name.to_string(),
+        path: f.path.clone(),
+        span: f.span(),
+    })
+}
+
+fn parse_servers(t: &mut Table, r: &mut Report) -> Vec<Server> {
+    let Some(field) = t.require(r, "servers") else {
+        return Vec::new();
+    };
+    let tables = field.tables(r);
+    if tables.is_empty() && field.value.get_ref().is_array() {
+        field.fail(r, "a pool needs at least one server");
+    }
+    let mut names = Vec::new();
+    let servers = tables
+        .into_iter()
+        .map(|st| {
+            let (server, name) = parse_server(st, r);
+            names.extend(name);
+            server
+        })
+        .collect();
+    report_duplicates(&names, "server name", r);
+    servers
+}
+
+fn parse_server(mut t: Table, r: &mut Report) -> (Server, Option<Named>) {
+    let name = named(&mut t, r);
+    let address = t.require(r, "address").and_then(|f| socket_addr(&f, r));
+    let server = Server {
+        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        address: address.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        weight: t.get("weight").and_then(|f| f.int_in(r, 0, 256)).unwrap_or(1) as u32,
+        max_connections: t
+            .get("max_connections")
+            .and_then(|f| f.int_in(r, 1, 10_000_000))
+            .map(|n| n as u32),
+        backup: t.get("backup").and_then(|f| f.bool(r)).unwrap_or(false),
+    };
+    t.finish(r);
+    (server, name)
+}
+
+/// An `IP:port` address; IPv6 as `[::1]:443`.
+pub(crate) fn socket_addr(f: &Field, r: &mut Report) -> Option<SocketAddr> {
+    let s = f.str(r)?;
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            f.fail(r, format!("\"{s}\" is not an address; write IP:port, e.g. \"10.0.0.11:443\" or \"[::1]:443\""));
+            None
+        }
+    }
+}
+
+fn parse_health(mut t: Table, r: &mut Report) -> HealthCheck {
+    let kind = t
+        .get("kind")
+        .and_then(|f| f.choice(r, &[("http", true), ("tcp", false)]))
+        .unwrap_or(true);
+    let probe = if kind {
+        Probe::Http(parse_http_probe(&mut t, r))
+    } else {
+        Probe::Tcp
+    };
+    let check = HealthCheck {
+        probe,
+        interval: duration_or(&mut t, r, "interval", 5),
+        timeout: duration_or(&mut t, r, "timeout", 2),
+        rise: t.get("rise").and_then(|f| f.int_in(r, 1, 100)).unwrap_or(2) as u32,
+        fall: t.get("fall").and_then(|f| f.int_in(r, 1, 100)).unwrap_or(3) as u32,
+    };
+    t.finish(r);
+    check
+}
+
+fn parse_http_probe(t: &mut Table, r: &mut Report) -> HttpProbe {
+    let path = t.require(r, "path").and_then(|f| {
+        let p = f.str(r)?;
+        if !p.starts_with('/') {
+            f.fail(r, "must start with \"/\", e.g. \"/owa/healthcheck.htm\"");
+        }
+        Some(p.to_string())
+    });
+    HttpProbe {
+        method: t
+            .get("method")
+            .and_then(|f| f.non_empty_str(r))
+            .unwrap_or("GET")
+            .to_string(),
+        path: path.unwrap_or_default(),
+        host: t.get("host").and_then(|f| f.non_empty_str(r)).map(str::to_string),
+        expect_status: t
+            .get("expect_status")
+            .and_then(|f| f.int_in(r, 100, 599))
+            .unwrap_or(200) as u16,
+        expect_body: t.get("expect_body").and_then(|f| f.str(r)).map(str::to_string),
+    }
+}
+
+fn duration_or(t: &mut Table, r: &mut Report, key: &'static str, secs: u64) -> std::time::Duration {
+    t.get(key)
+        .and_then(|f| f.positive_duration(r))
+        .unwrap_or(std::time::Duration::from_secs(secs))
+}
+
+fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> UpstreamTls {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Full,
+        Fingerprint,
+        None,
+    }
+    let kind = t
+        .get("verify")
+        .and_then(|f| {
+            f.choice(
+                r,
+                &[("full", Kind::Full), ("fingerprint", Kind::Fingerprint), ("none", Kind::None)],
+            )
+        })
+        .unwrap_or(Kind::Full);
+    let ca_file = t.get("ca_file");
+    let fingerprints = t.get("fingerprints");
+    let verify = match kind {
+        Kind::Full => Verify::Full {
+            ca_file: ca_file.and_then(|f| existing_file(&f, r, base)),
+        },
+        Kind::Fingerprint => Verify::Fingerprint(parse_fingerprints(fingerprints, &t, r)),
+        Kind::None => Verify::None,
+    };
+    let sni = t.get("sni").and_then(|f| f.non_empty_str(r)).map(str::to_string);
+    t.finish(r);
+    UpstreamTls { verify, sni }
+}
+
+fn parse_fingerprints(field: Option<Field>, t: &Table, r: &mut Report) -> Vec<[u8; 32]> {
+    let Some(field) = field else {
+        let path = format!("{}.fingerprints", t.path);
+        r.error(&t.span, &path, "is required with verify = \"fingerprint\"");
+        return Vec::new();
+    };
+    let pins: Vec<[u8; 32]> = field
+        .strings(r)
+        .into_iter()
+        .filter_map(|(path, span, s)| {
+            let pin = parse_sha256(s);
+            if pin.is_none() {
+                r.error(&span, &path, "not a SHA-256 fingerprint; write \"sha256:\" and 64 hex digits (colons allowed)");
+            }
+            pin
+        })
+        .collect();
+    if field.value.get_ref().as_array().is_some_and(|a| a.is_empty()) {
+        field.fail(r, "list at least one fingerprint");
+    }
+    pins
+}
+
+/// `sha256:AB:CD:...` or bare hex, 32 bytes.
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s
+        .trim()
+        .strip_prefix("sha256:")
+        .unwrap_or(s.trim())
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub(crate) fn existing_file(f: &Field, r: &mut Report, base: &Path) -> Option<std::path::PathBuf> {
+    let path = resolve(base, f.non_empty_str(r)?);
+    if !path.is_file() {
+        f.fail(r, format!("no such file: {}", path.display()));
+        return None;
+    }
+    Some(path)
+}
+
+fn parse_timeouts(mut t: Table, r: &mut Report) -> PoolTimeouts {
+    let d = PoolTimeouts::default();
+    let timeouts = PoolTimeouts {
+        connect: t.get("connect").and_then(|f| f.positive_duration(r)).unwrap_or(d.connect),
+        server: t.get("server").and_then(|f| f.positive_duration(r)).unwrap_or(d.server),
+    };
+    t.finish(r);
+    timeouts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sha256;
+
+    #[test]
+    fn fingerprints_in_both_spellings() {
+        let hex = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256(&format!("sha256:{hex}")), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&colons), Some([0xab; 32]));
+        assert_eq!(parse_sha256("sha256:abcd"), None);
+        assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! `[[service]]` tables: listeners, TLS termination, timeouts and routes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use regex::RegexBuilder;
+
+use crate::document::{report_duplicates, Named};
+use crate::model::*;
+use crate::pool::{existing_file, named, socket_addr};
+use crate::reader::{Field, Report, Table};
+
+type PoolIndex<'n> = HashMap<&'n str, usize>;
+
+pub(crate) fn parse_all(
+    tables: Vec<Table>,
+    r: &mut Report,
+    base: &Path,
+    pools: &PoolIndex,
+) -> Vec<Service> {
+    let mut names = Vec::new();
+    let mut listens: Vec<Named> = Vec::new();
+    let services = tables
+        .into_iter()
+        .map(|t| {
+            let (service, name, addrs) = parse_service(t, r, base, pools);
+            names.extend(name);
+            listens.extend(addrs);
+            service
+        })
+        .collect();
+    report_duplicates(&names, "service name", r);
+    report_duplicates(&listens, "listen address", r);
+    services
+}
+
+fn parse_service(
+    mut t: Table,
+    r: &mut Report,
+    base: &Path,
+    pools: &PoolIndex,
+) -> (Service, Option<Named>, Vec<Named>) {
+    let name = named(&mut t, r);
+    let (listen, listen_names) = parse_listen(&mut t, r);
+    let mode = t
+        .get("mode")
+        .and_then(|f| f.choice(r, &[("http", Mode::Http)]))
+        .unwrap_or(Mode::Http);
+    let default_pool = t.get("default_pool").and_then(|f| pool_ref(&f, r, pools));
+    let tls = t.get("tls").and_then(|f| f.table(r)).map(|h| parse_tls(h, r, base));
+    let timeouts = t
+        .get("timeouts")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_timeouts(h, r))
+        .unwrap_or_default();
+    let routes = parse_routes(&mut t, r, pools);
+    let x_forwarded = t.get("x_forwarded").and_then(|f| f.bool(r)).unwrap_or(true);
+    let sorry = t
+        .get("sorry")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_sorry(h, r, base))
+        .unwrap_or_default();
+    t.finish(r);
+    let service = Service {
+        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        listen,
+        mode,
+        default_pool,
+        tls,
+        timeouts,
+        routes,
+        x_forwarded,
+        sorry,
+    };
+    (service, name, listen_names)
+}
+
+/// `listen` as one address or a list of them.
+fn parse_listen(t: &mut Table, r: &mut Report) -> (Vec<SocketAddr>, Vec<Named>) {
+    let Some(f) = t.require(r, "listen") else {
+        return (Vec::new(), Vec::new());
+    };
+    let fields: Vec<Field> = if f.value.get_ref().is_str() {
+        vec![f.clone()]
+    } else {
+        f.array(r)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(path, value)| Field { path, value })
+            .collect()
+    };
+    if fields.is_empty() && f.value.get_ref().is_array() {
+        f.fail(r, "list at least one address");
+    }
+    let mut addrs = Vec::new();
+    let mut names = Vec::new();
+    for field in fields {
+        if let Some(a) = socket_addr(&field, r) {
+            addrs.push(a);
+            names.push(Named {
+                name: a.to_string(),
+                path: field.path.clone(),
+                span: field.span(),
+            });
+        }
+    }
+    (addrs, names)
+}
+
+fn pool_ref(f: &Field, r: &mut Report, pools: &PoolIndex) -> Option<usize> {
+    let name = f.non_empty_str(r)?;
+    let idx = pools.get(name).copied();
+    if idx.is_none() {
+        f.fail(r, format!("no pool named \"{name}\""));
+    }
+    idx
+}
+
+fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
+    let mut certificates = Vec::new();
+    if let Some(f) = t.require(r, "certificates") {
+        for mut ct in f.tables(r) {
+            let cert = ct.require(r, "cert").and_then(|f| existing_file(&f, r, base));
+            let key = ct.require(r, "key").and_then(|f| existing_file(&f, r, base));
+            ct.finish(r);
+            if let (Some(cert), Some(key)) = (cert, key) {
+                certificates.push(CertificateFiles { cert, key });
+            }
+        }
+        if certificates.is_empty() && f.value.get_ref().is_array() && r.errors.is_empty() {
+            f.fail(r, "list at least one certificate");
+        }
+    }
+    let http2 = t.get("http2").and_then(|f| f.bool(r)).unwrap_or(true);
+    t.finish(r);
+    ServiceTls {
+        certificates,
+        http2,
+    }
+}
+
+fn parse_timeouts(mut t: Table, r: &mut Report) -> ServiceTimeouts {
+    let d = ServiceTimeouts::default();
+    let mut get = |key, default| {
+        t.get(key)
+            .and_then(|f| f.positive_duration(r))
+            .unwrap_or(default)
+    };
+    let timeouts = ServiceTimeouts {
+        client_idle: get("client_idle", d.client_idle),
+        request_header: get("request_header", d.request_header),
+        tls_handshake: get("tls_handshake", d.tls_handshake),
+    };
+    t.finish(r);
+    timeouts
+}
+
+fn parse_sorry(mut t: Table, r: &mut Report, base: &Path) -> Sorry {
+    let d = Sorry::default();
+    let status = t.get("status").and_then(|f| f.int_in(r, 200, 599)).unwrap_or(503) as u16;
+    let content_type = t
+        .get("content_type")
+        .and_then(|f| f.non_empty_str(r))
+        .map_or(d.content_type, str::to_string);
+    let body = match (t.get("body"), t.get("file")) {
+        (Some(b), Some(f)) => {
+            f.fail(r, "give either body or file, not both");
+            b.str(r).map(str::to_string)
+        }
+        (Some(b), None) => b.str(r).map(str::to_string),
+        (None, Some(f)) => existing_file(&f, r, base).and_then(|p| match std::fs::read_to_string(&p) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                f.fail(r, format!("cannot read {}: {e}", p.display()));
+                None
+            }
+        }),
+        (None, None) => None,
+    };
+    t.finish(r);
+    Sorry {
+        status,
+        content_type,
+        body: body.unwrap_or(d.body),
+    }
+}
+
+fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> {
+    let Some(f) = t.get("route") else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let routes = f
+        .tables(r)
+        .into_iter()
+        .map(|mut rt| {
+            let name = named(&mut rt, r);
+            let conditions = rt
+                .require(r, "match")
+                .and_then(|f| f.table(r))
+                .map(|m| parse_match(m, r))
+                .unwrap_or_default();
+            let pool = rt.require(r, "pool").and_then(|f| pool_ref(&f, r, pools));
+            rt.finish(r);
+            let route = Route {
+                name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+                conditions,
+                pool: pool.unwrap_or(0),
+            };
+            names.extend(name);
+            route
+        })
+        .collect();
+    report_duplicates(&names, "route name", r);
+    routes
+}
+
+fn parse_match(mut t: Table, r: &mut Report) -> Vec<Condition> {
+    let mut conditions = Vec::new();
+    let path = |f: Field, r: &mut Report| {
+        let p = f.non_empty_str(r)?;
+        if !p.starts_with('/') {
+            f.fail(r, "must start with \"/\"");
+        }
+        Some(p.to_ascii_lowercase())
+    };
+    if let Some(p) = t.get("path").and_then(|f| path(f, r)) {
+        conditions.push(Condition::Path(p));
+    }
+    if let Some(p) = t.get("path_prefix").and_then(|f| path(f, r)) {
+        conditions.push(Condition::PathPrefix(p));
+    }
+    if let Some(p) = t.get("path_suffix").and_then(|f| f.non_empty_str(r)) {
+        conditions.push(Condition::PathSuffix(p.to_ascii_lowercase()));
+    }
+    if let Some(f) = t.get("path_regex") {
+        conditions.extend(regex(&f, r).map(Condition::PathRegex));
+    }
+    if let Some(h) = t.get("host").and_then(|f| f.non_empty_str(r)) {
+        conditions.push(Condition::Host(h.to_ascii_lowercase()));
+    }
+    if let Some(h) = t.get("header").and_then(|f| f.table(r)) {
+        conditions.extend(parse_header_match(h, r));
+    }
+    if conditions.is_empty() && r.errors.is_empty() {
+        let path = t.path.clone();
+        r.error(&t.span, &path, "give at least one of path, path_prefix, path_suffix, path_regex, host, header");
+    }
+    t.finish(r);
+    conditions
+}
+
+fn parse_header_match(mut t: Table, r: &mut Report) -> Option<Condition> {
+    let name = t.require(r, "name").and_then(|f| {
+        let n = f.non_empty_str(r)?;
+        if http_token(n) {
+            Some(n.to_ascii_lowercase())
+        } else {
+            f.fail(r, format!("\"{n}\" is not a valid header name"));
+            None
+        }
+    });
+    let value = t.get("value").and_then(|f| f.str(r)).map(str::to_string);
+    t.finish(r);
+    Some(Condition::Header { name: name?, value })
+}
+
+fn http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn regex(f: &Field, r: &mut Report) -> Option<regex::Regex> {
+    let pattern = f.non_empty_str(r)?;
+    match RegexBuilder::new(pattern).case_insensitive(true).size_limit(1 << 20).build() {
+        Ok(re) => Some(re),
+        Err(e) => {
+            f.fail(r, format!("invalid regular expression: {e}"));
+            None
+        }
+    }
+}
