@@ -19,7 +19,9 @@ pub fn least_connections(
         }
         let a = active(i);
         // a/w < best_a/best_w, compared without division.
-        let better = best.is_none_or(|(_, ba, bw)| u128::from(a) * u128::from(bw) < u128::from(ba) * u128::from(w));
+        let better = best.is_none_or(|(_, ba, bw)| {
+            u128::from(a) * u128::from(bw) < u128::from(ba) * u128::from(w)
+        });
         if better {
             best = Some((i, a, w));
         }
@@ -34,14 +36,20 @@ mod tests {
     #[test]
     fn prefers_the_idle_server() {
         let active = [5, 0, 3];
-        assert_eq!(least_connections(3, 0, |_| true, |i| active[i], |_| 1), Some(1));
+        assert_eq!(
+            least_connections(3, 0, |_| true, |i| active[i], |_| 1),
+            Some(1)
+        );
     }
 
     #[test]
     fn weighs_connections_by_weight() {
         let active = [4, 3];
         let weight = [4, 1];
-        assert_eq!(least_connections(2, 1, |_| true, |i| active[i], |i| weight[i]), Some(0));
+        assert_eq!(
+            least_connections(2, 1, |_| true, |i| active[i], |i| weight[i]),
+            Some(0)
+        );
     }
 
     #[test]
@@ -52,7 +60,10 @@ mod tests {
 
     #[test]
     fn skips_ineligible_and_zero_weight() {
-        assert_eq!(least_connections(3, 0, |i| i != 0, |i| [0, 9, 9][i], |i| [1, 0, 1][i]), Some(2));
+        assert_eq!(
+            least_connections(3, 0, |i| i != 0, |i| [0, 9, 9][i], |i| [1, 0, 1][i]),
+            Some(2)
+        );
         assert_eq!(least_connections(2, 0, |_| false, |_| 0, |_| 1), None);
         assert_eq!(least_connections(0, 0, |_| true, |_| 0, |_| 1), None);
     }

@@ -37,7 +37,12 @@ impl SmoothWeighted {
 
 /// nginx's smooth weighted order over one period (weights divided by their gcd).
 fn interleave(weights: &[u32]) -> Vec<u32> {
-    let divisor = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd).max(1);
+    let divisor = weights
+        .iter()
+        .copied()
+        .filter(|w| *w > 0)
+        .fold(0, gcd)
+        .max(1);
     let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / divisor)).collect();
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
@@ -69,7 +74,12 @@ fn gcd(a: u32, b: u32) -> u32 {
 mod tests {
     use super::*;
 
-    fn counts(rr: &SmoothWeighted, n: usize, picks: usize, eligible: impl Fn(usize) -> bool) -> Vec<usize> {
+    fn counts(
+        rr: &SmoothWeighted,
+        n: usize,
+        picks: usize,
+        eligible: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
         let mut c = vec![0; n];
         for _ in 0..picks {
             c[rr.pick(&eligible).unwrap()] += 1;

@@ -38,7 +38,10 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
         .and_then(|f| f.table(&mut r))
         .map(|t| parse_global(t, &mut r))
         .unwrap_or_default();
-    let pool_tables = root.get("pool").map(|f| f.tables(&mut r)).unwrap_or_default();
+    let pool_tables = root
+        .get("pool")
+        .map(|f| f.tables(&mut r))
+        .unwrap_or_default();
     let (pools, pool_names) = pool::parse_all(pool_tables, &mut r, base_dir);
     let pool_index: HashMap<&str, usize> = pool_names
         .iter()
@@ -103,7 +106,10 @@ pub(crate) fn report_duplicates(names: &[Named], what: &str, r: &mut Report) {
     let mut seen: HashMap<&str, &Named> = HashMap::new();
     for n in names {
         if let Some(first) = seen.get(n.name.as_str()) {
-            let msg = format!("duplicate {what} \"{}\" (first used at {})", n.name, first.path);
+            let msg = format!(
+                "duplicate {what} \"{}\" (first used at {})",
+                n.name, first.path
+            );
             r.error(&n.span, &n.path, msg);
         } else {
             seen.insert(&n.name, n);

@@ -129,7 +129,10 @@ pub enum Condition {
     /// Host without port; a leading `*.` matches any subdomain.
     Host(String),
     /// Header present (value `None`) or equal to the value.
-    Header { name: String, value: Option<String> },
+    Header {
+        name: String,
+        value: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

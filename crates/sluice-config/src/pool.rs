@@ -7,7 +7,11 @@ use crate::document::{report_duplicates, resolve, Named};
 use crate::model::*;
 use crate::reader::{Field, Report, Table};
 
-pub(crate) fn parse_all(tables: Vec<Table>, r: &mut Report, base: &Path) -> (Vec<Pool>, Vec<Named>) {
+pub(crate) fn parse_all(
+    tables: Vec<Table>,
+    r: &mut Report,
+    base: &Path,
+) -> (Vec<Pool>, Vec<Named>) {
     let mut names = Vec::new();
     let pools = tables
         .into_iter()
@@ -28,19 +32,31 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         .and_then(|f| {
             f.choice(
                 r,
-                &[("round-robin", Algorithm::RoundRobin), ("least-conn", Algorithm::LeastConn)],
+                &[
+                    ("round-robin", Algorithm::RoundRobin),
+                    ("least-conn", Algorithm::LeastConn),
+                ],
             )
         })
         .unwrap_or(Algorithm::RoundRobin);
     let servers = parse_servers(&mut t, r);
-    let health = t.get("health").and_then(|f| f.table(r)).map(|h| parse_health(h, r));
-    let tls = t.get("tls").and_then(|f| f.table(r)).map(|h| parse_tls(h, r, base));
+    let health = t
+        .get("health")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_health(h, r));
+    let tls = t
+        .get("tls")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_tls(h, r, base));
     let timeouts = t
         .get("timeouts")
         .and_then(|f| f.table(r))
         .map(|h| parse_timeouts(h, r))
         .unwrap_or_default();
-    let retries = t.get("retries").and_then(|f| f.int_in(r, 0, 10)).unwrap_or(2) as u32;
+    let retries = t
+        .get("retries")
+        .and_then(|f| f.int_in(r, 0, 10))
+        .unwrap_or(2) as u32;
     let max_idle_per_server = t
         .get("max_idle_per_server")
         .and_then(|f| f.int_in(r, 0, 100_000))
@@ -102,7 +118,10 @@ fn parse_server(mut t: Table, r: &mut Report) -> (Server, Option<Named>) {
     let server = Server {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
         address: address.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-        weight: t.get("weight").and_then(|f| f.int_in(r, 0, 256)).unwrap_or(1) as u32,
+        weight: t
+            .get("weight")
+            .and_then(|f| f.int_in(r, 0, 256))
+            .unwrap_or(1) as u32,
         max_connections: t
             .get("max_connections")
             .and_then(|f| f.int_in(r, 1, 10_000_000))
@@ -161,12 +180,18 @@ fn parse_http_probe(t: &mut Table, r: &mut Report) -> HttpProbe {
             .unwrap_or("GET")
             .to_string(),
         path: path.unwrap_or_default(),
-        host: t.get("host").and_then(|f| f.non_empty_str(r)).map(str::to_string),
+        host: t
+            .get("host")
+            .and_then(|f| f.non_empty_str(r))
+            .map(str::to_string),
         expect_status: t
             .get("expect_status")
             .and_then(|f| f.int_in(r, 100, 599))
             .unwrap_or(200) as u16,
-        expect_body: t.get("expect_body").and_then(|f| f.str(r)).map(str::to_string),
+        expect_body: t
+            .get("expect_body")
+            .and_then(|f| f.str(r))
+            .map(str::to_string),
     }
 }
 
@@ -188,7 +213,11 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> UpstreamTls {
         .and_then(|f| {
             f.choice(
                 r,
-                &[("full", Kind::Full), ("fingerprint", Kind::Fingerprint), ("none", Kind::None)],
+                &[
+                    ("full", Kind::Full),
+                    ("fingerprint", Kind::Fingerprint),
+                    ("none", Kind::None),
+                ],
             )
         })
         .unwrap_or(Kind::Full);
@@ -201,7 +230,10 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> UpstreamTls {
         Kind::Fingerprint => Verify::Fingerprint(parse_fingerprints(fingerprints, &t, r)),
         Kind::None => Verify::None,
     };
-    let sni = t.get("sni").and_then(|f| f.non_empty_str(r)).map(str::to_string);
+    let sni = t
+        .get("sni")
+        .and_then(|f| f.non_empty_str(r))
+        .map(str::to_string);
     t.finish(r);
     UpstreamTls { verify, sni }
 }
@@ -223,7 +255,12 @@ fn parse_fingerprints(field: Option<Field>, t: &Table, r: &mut Report) -> Vec<[u
             pin
         })
         .collect();
-    if field.value.get_ref().as_array().is_some_and(|a| a.is_empty()) {
+    if field
+        .value
+        .get_ref()
+        .as_array()
+        .is_some_and(|a| a.is_empty())
+    {
         field.fail(r, "list at least one fingerprint");
     }
     pins
@@ -260,8 +297,14 @@ pub(crate) fn existing_file(f: &Field, r: &mut Report, base: &Path) -> Option<st
 fn parse_timeouts(mut t: Table, r: &mut Report) -> PoolTimeouts {
     let d = PoolTimeouts::default();
     let timeouts = PoolTimeouts {
-        connect: t.get("connect").and_then(|f| f.positive_duration(r)).unwrap_or(d.connect),
-        server: t.get("server").and_then(|f| f.positive_duration(r)).unwrap_or(d.server),
+        connect: t
+            .get("connect")
+            .and_then(|f| f.positive_duration(r))
+            .unwrap_or(d.connect),
+        server: t
+            .get("server")
+            .and_then(|f| f.positive_duration(r))
+            .unwrap_or(d.server),
     };
     t.finish(r);
     timeouts

@@ -103,7 +103,10 @@ impl<'a, 'i> Field<'a, 'i> {
         match humantime::parse_duration(text) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.fail(r, format!("not a duration ({e}); write e.g. \"30s\", \"5m\", \"250ms\""));
+                self.fail(
+                    r,
+                    format!("not a duration ({e}); write e.g. \"30s\", \"5m\", \"250ms\""),
+                );
                 None
             }
         }
@@ -186,7 +189,13 @@ impl<'a, 'i> Field<'a, 'i> {
         let found = choices.iter().find(|(name, _)| *name == s).map(|(_, v)| *v);
         if found.is_none() {
             let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-            self.fail(r, format!("unknown value \"{s}\"; expected one of {}", names.join(", ")));
+            self.fail(
+                r,
+                format!(
+                    "unknown value \"{s}\"; expected one of {}",
+                    names.join(", ")
+                ),
+            );
         }
         found
     }

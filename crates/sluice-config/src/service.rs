@@ -48,7 +48,10 @@ fn parse_service(
         .and_then(|f| f.choice(r, &[("http", Mode::Http)]))
         .unwrap_or(Mode::Http);
     let default_pool = t.get("default_pool").and_then(|f| pool_ref(&f, r, pools));
-    let tls = t.get("tls").and_then(|f| f.table(r)).map(|h| parse_tls(h, r, base));
+    let tls = t
+        .get("tls")
+        .and_then(|f| f.table(r))
+        .map(|h| parse_tls(h, r, base));
     let timeouts = t
         .get("timeouts")
         .and_then(|f| f.table(r))
@@ -121,8 +124,12 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
     let mut certificates = Vec::new();
     if let Some(f) = t.require(r, "certificates") {
         for mut ct in f.tables(r) {
-            let cert = ct.require(r, "cert").and_then(|f| existing_file(&f, r, base));
-            let key = ct.require(r, "key").and_then(|f| existing_file(&f, r, base));
+            let cert = ct
+                .require(r, "cert")
+                .and_then(|f| existing_file(&f, r, base));
+            let key = ct
+                .require(r, "key")
+                .and_then(|f| existing_file(&f, r, base));
             ct.finish(r);
             if let (Some(cert), Some(key)) = (cert, key) {
                 certificates.push(CertificateFiles { cert, key });
@@ -158,7 +165,10 @@ fn parse_timeouts(mut t: Table, r: &mut Report) -> ServiceTimeouts {
 
 fn parse_sorry(mut t: Table, r: &mut Report, base: &Path) -> Sorry {
     let d = Sorry::default();
-    let status = t.get("status").and_then(|f| f.int_in(r, 200, 599)).unwrap_or(503) as u16;
+    let status = t
+        .get("status")
+        .and_then(|f| f.int_in(r, 200, 599))
+        .unwrap_or(503) as u16;
     let content_type = t
         .get("content_type")
         .and_then(|f| f.non_empty_str(r))
@@ -169,13 +179,15 @@ fn parse_sorry(mut t: Table, r: &mut Report, base: &Path) -> Sorry {
             b.str(r).map(str::to_string)
         }
         (Some(b), None) => b.str(r).map(str::to_string),
-        (None, Some(f)) => existing_file(&f, r, base).and_then(|p| match std::fs::read_to_string(&p) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                f.fail(r, format!("cannot read {}: {e}", p.display()));
-                None
-            }
-        }),
+        (None, Some(f)) => {
+            existing_file(&f, r, base).and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    f.fail(r, format!("cannot read {}: {e}", p.display()));
+                    None
+                }
+            })
+        }
         (None, None) => None,
     };
     t.finish(r);
@@ -245,7 +257,11 @@ fn parse_match(mut t: Table, r: &mut Report) -> Vec<Condition> {
     }
     if conditions.is_empty() && r.errors.is_empty() {
         let path = t.path.clone();
-        r.error(&t.span, &path, "give at least one of path, path_prefix, path_suffix, path_regex, host, header");
+        r.error(
+            &t.span,
+            &path,
+            "give at least one of path, path_prefix, path_suffix, path_regex, host, header",
+        );
     }
     t.finish(r);
     conditions
@@ -274,7 +290,11 @@ fn http_token(s: &str) -> bool {
 
 fn regex(f: &Field, r: &mut Report) -> Option<regex::Regex> {
     let pattern = f.non_empty_str(r)?;
-    match RegexBuilder::new(pattern).case_insensitive(true).size_limit(1 << 20).build() {
+    match RegexBuilder::new(pattern)
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+    {
         Ok(re) => Some(re),
         Err(e) => {
             f.fail(r, format!("invalid regular expression: {e}"));

@@ -90,7 +90,9 @@ fn a_complete_file_parses_into_the_typed_model() {
     assert!(p.servers[2].backup);
     let h = p.health.as_ref().unwrap();
     assert_eq!((h.rise, h.fall, h.interval), (2, 3, Duration::from_secs(3)));
-    assert!(matches!(&h.probe, Probe::Http(hp) if hp.expect_status == 200 && hp.expect_body.as_deref() == Some("200 OK")));
+    assert!(
+        matches!(&h.probe, Probe::Http(hp) if hp.expect_status == 200 && hp.expect_body.as_deref() == Some("200 OK"))
+    );
     let tls = p.tls.as_ref().unwrap();
     assert_eq!(tls.verify, Verify::Fingerprint(vec![[0; 32]]));
     assert_eq!(p.timeouts.server, Duration::from_secs(1900));
@@ -108,9 +110,22 @@ fn unknown_keys_are_named_with_a_suggestion() {
     let e = errors(
         "[[service]]\nname = \"a\"\nlistn = \"127.0.0.1:1\"\n[[pool]]\nname = \"p\"\nservers = [{ name = \"s\", address = \"127.0.0.1:2\", wieght = 3 }]\n",
     );
-    assert!(e.contains(&"t.toml:1:1: service[0].listen: is required".to_string()), "{e:?}");
-    assert!(e.contains(&"t.toml:3:1: service[0].listn: unknown key; did you mean \"listen\"?".to_string()), "{e:?}");
-    assert!(e.iter().any(|l| l.starts_with("t.toml:6:51: pool[0].servers[0].wieght: unknown key; did you mean \"weight\"?")), "{e:?}");
+    assert!(
+        e.contains(&"t.toml:1:1: service[0].listen: is required".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(
+            &"t.toml:3:1: service[0].listn: unknown key; did you mean \"listen\"?".to_string()
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with(
+            "t.toml:6:51: pool[0].servers[0].wieght: unknown key; did you mean \"weight\"?"
+        )),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -145,9 +160,21 @@ servers = [{ name = "s", address = "127.0.0.1:2" }]
 "#,
     );
     assert!(e.contains(&"t.toml:5:8: service[1].name: duplicate service name \"a\" (first used at service[0].name)".into()), "{e:?}");
-    assert!(e.iter().any(|l| l.starts_with("t.toml:6:10: service[1].listen: duplicate listen address")), "{e:?}");
-    assert!(e.iter().any(|l| l.starts_with("t.toml:9:62: pool[0].servers[1].name: duplicate server name")), "{e:?}");
-    assert!(e.iter().any(|l| l.starts_with("t.toml:11:8: pool[1].name: duplicate pool name")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.toml:6:10: service[1].listen: duplicate listen address")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.toml:9:62: pool[0].servers[1].name: duplicate server name")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.toml:11:8: pool[1].name: duplicate pool name")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -186,7 +213,10 @@ fingerprints = ["sha256:12"]
         "t.toml:17:17: pool[0].tls.fingerprints[0]: not a SHA-256 fingerprint",
     ];
     for x in expect {
-        assert!(e.iter().any(|l| l.starts_with(x)), "missing {x:?} in {e:#?}");
+        assert!(
+            e.iter().any(|l| l.starts_with(x)),
+            "missing {x:?} in {e:#?}"
+        );
     }
     assert_eq!(e.len(), expect.len(), "{e:#?}");
 }
@@ -208,12 +238,25 @@ name = "p"
 servers = [{ name = "s", address = "127.0.0.1:2" }]
 "#,
     );
-    assert!(e.iter().any(|l| l.starts_with("t.toml:5:26: service[0].tls.certificates[0].cert: no such file")), "{e:#?}");
+    assert!(
+        e.iter().any(
+            |l| l.starts_with("t.toml:5:26: service[0].tls.certificates[0].cert: no such file")
+        ),
+        "{e:#?}"
+    );
     assert!(e.iter().any(|l| l.starts_with("t.toml:5:44: service[0].tls.certificates[0].key: no such file")), "{e:#?}");
-    assert!(e.iter().any(|l| l.starts_with("t.toml:8:24: service[0].route[0].match.path_regex: invalid regular expression")), "{e:#?}");
+    assert!(
+        e.iter().any(|l| l.starts_with(
+            "t.toml:8:24: service[0].route[0].match.path_regex: invalid regular expression"
+        )),
+        "{e:#?}"
+    );
 }
 
 #[test]
 fn a_file_without_services_is_an_error() {
-    assert_eq!(errors("")[0], "t.toml:1:1: service: at least one [[service]] is required");
+    assert_eq!(
+        errors("")[0],
+        "t.toml:1:1: service: at least one [[service]] is required"
+    );
 }

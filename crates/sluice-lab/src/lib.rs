@@ -1,1 +1,12 @@
-//! placeholder
+//! The lab: real servers and clients on loopback for sluice's tests and demonstrations.
+//! Every server binds an ephemeral port, counts what it served and can be stopped and
+//! started again on the same port, so tests can kill a server under sluice.
+
+pub mod backend;
+pub mod certs;
+mod chunked;
+pub mod client;
+
+pub use backend::Backend;
+pub use certs::TestCert;
+pub use client::Client;

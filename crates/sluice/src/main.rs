@@ -1,1 +1,138 @@
-fn main() {}
+//! The `sluice` command: `run` a configuration, `check` one without starting.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_proxy::{AccessLog, Proxy};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A layer 7 load balancer built for Microsoft Exchange and any HTTP service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run in the foreground until SIGTERM or SIGINT, then stop gracefully.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and report every error with its location.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match sluice_config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: valid ({} services, {} pools)",
+                path.display(),
+                c.services.len(),
+                c.pools.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match sluice_config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: sluice_config::Config) -> ExitCode {
+    let grace = config.global.shutdown_timeout;
+    let log = if config.global.access_log {
+        AccessLog::stdout(65_536)
+    } else {
+        AccessLog::disabled()
+    };
+    let proxy = match Proxy::start(config, log).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_stop_signal().await;
+    tracing::info!(
+        "stopping: no new connections; waiting up to {}s for requests in progress",
+        grace.as_secs()
+    );
+    if proxy.shutdown(grace).await {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            "stopped with requests still in progress after {}s",
+            grace.as_secs()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, Ctrl-C still ends the process the default way.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

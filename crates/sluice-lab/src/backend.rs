@@ -1,0 +1,242 @@
+//! A real HTTP/1.1 server (plain or TLS) that answers in ways tests can check:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/download?bytes=N` | N bytes streamed in 64 KiB frames |
+//! | `/upload` | reads the whole body, answers `received=N` |
+//! | `/chunks?n=N&ms=M` | chunked response: N chunks `chunk i\n`, M ms apart |
+//! | `/headers` | the request's headers, one `name: value` a line |
+//! | `/status/N` | status N |
+//! | anything else | `NAME\n` |
+//!
+//! Every response carries `X-Server: NAME`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::chunked::ChannelBody;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    hits: Arc<AtomicU64>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Backend {
+    /// A plain HTTP server on an ephemeral loopback port.
+    pub async fn start(name: &str) -> Backend {
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap(), None).await
+    }
+
+    /// An HTTPS server presenting `config`'s certificate.
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Backend {
+        Self::start_at(
+            name,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(TlsAcceptor::from(config)),
+        )
+        .await
+    }
+
+    async fn start_at(name: &str, addr: SocketAddr, tls: Option<TlsAcceptor>) -> Backend {
+        let listener = listen(addr).expect("bind a loopback port");
+        let backend = Backend {
+            name: name.to_string(),
+            addr: listener.local_addr().expect("bound address"),
+            tls,
+            hits: Arc::default(),
+            task: Mutex::new(None),
+        };
+        backend.spawn(listener);
+        backend
+    }
+
+    fn spawn(&self, listener: TcpListener) {
+        let name = self.name.clone();
+        let hits = self.hits.clone();
+        let tls = self.tls.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (name, hits, tls) = (name.clone(), hits.clone(), tls.clone());
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| answer(name.clone(), hits.clone(), req));
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        *self.task.lock().unwrap() = Some(task);
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Closes the listener and every open connection, as if the server died.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn restart(&self) {
+        self.stop().await;
+        let listener = listen(self.addr).expect("rebind the same port");
+        self.spawn(listener);
+    }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).boxed_unsync()
+}
+
+async fn answer(
+    name: String,
+    hits: Arc<AtomicU64>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    hits.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_string();
+    let (status, body) = match path.as_str() {
+        "/download" => (StatusCode::OK, download(query(&req, "bytes").unwrap_or(0))),
+        "/upload" => {
+            let mut received = 0usize;
+            let mut body = req.into_body();
+            while let Some(Ok(frame)) = body.frame().await {
+                received += frame.data_ref().map_or(0, |d| d.len());
+            }
+            (StatusCode::OK, full(format!("received={received}")))
+        }
+        "/chunks" => (
+            StatusCode::OK,
+            chunks(
+                query(&req, "n").unwrap_or(3),
+                query(&req, "ms").unwrap_or(100),
+            ),
+        ),
+        "/headers" => {
+            let lines: String = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            (StatusCode::OK, full(lines))
+        }
+        p if p.starts_with("/status/") => {
+            let code = p["/status/".len()..]
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok());
+            (
+                code.unwrap_or(StatusCode::BAD_REQUEST),
+                full(format!("{name}\n")),
+            )
+        }
+        _ => (StatusCode::OK, full(format!("{name}\n"))),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "x-server",
+        name.parse().unwrap_or(http::HeaderValue::from_static("?")),
+    );
+    Ok(response)
+}
+
+fn download(bytes: u64) -> Body {
+    static BLOCK: [u8; 65536] = [b'x'; 65536];
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(BLOCK.len() as u64) as usize;
+            if tx.send(Bytes::from_static(&BLOCK[..n])).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
+    });
+    sized(ChannelBody(rx), bytes)
+}
+
+fn chunks(n: u64, ms: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for i in 0..n {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if tx.send(Bytes::from(format!("chunk {i}\n"))).await.is_err() {
+                return;
+            }
+        }
+    });
+    ChannelBody(rx).boxed_unsync()
+}
+
+/// A streamed body that declares its length, so it goes out with Content-Length.
+fn sized(body: ChannelBody, len: u64) -> Body {
+    struct Sized(ChannelBody, u64);
+    impl http_body::Body for Sized {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            std::pin::Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.1)
+        }
+    }
+    Sized(body, len).boxed_unsync()
+}

@@ -1,0 +1,96 @@
+//! A plain HTTP/1.1 client over one keep-alive connection, for tests and the lab.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub struct Client {
+    sender: SendRequest<Body>,
+    host: String,
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Result<Client, BoxError> {
+        let tcp = TcpStream::connect(addr).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Client {
+            sender,
+            host: addr.to_string(),
+        })
+    }
+
+    /// The `Host` header to send from now on.
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = host.to_string();
+        self
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Reply, BoxError> {
+        let req = self.request("GET", path).body(empty())?;
+        self.send(req).await
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+    }
+
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Reply, BoxError> {
+        let response = self.sender.send_request(req).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Sends and returns the response with its body still streaming.
+    pub async fn send_streaming(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+        Ok(self.sender.send_request(req).await?)
+    }
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}

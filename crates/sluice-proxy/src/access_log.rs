@@ -1,0 +1,200 @@
+//! One line per request on stdout, written by one background thread so the data plane
+//! never blocks on the terminal or a slow pipe. Format (logfmt, documented in
+//! docs/access-log.md):
+//!
+//! `2026-11-21T23:40:00.123Z client=127.0.0.1:53422 service=mail route=ews pool=ews
+//! server=cas1 method=POST uri="/EWS/Exchange.asmx" proto=HTTP/1.1 status=200 in=1234
+//! out=5678 t_hdr=1 t_wait=0 t_conn=2 t_resp=15 t_total=20 end=done`
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Where access log lines go. Cheap to clone; `disabled()` drops every line.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<String>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread (stdout). Lines beyond `capacity` waiting are dropped and
+    /// counted rather than stalling requests.
+    pub fn stdout(capacity: usize) -> Self {
+        let (tx, rx) = sync_channel::<String>(capacity);
+        std::thread::Builder::new()
+            .name("sluice-access-log".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(more.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+            })
+            .map(|_| AccessLog {
+                tx: Some(tx),
+                dropped: Arc::default(),
+            })
+            .unwrap_or_else(|_| AccessLog::disabled())
+    }
+
+    /// Sends lines to a channel instead (tests, embedding).
+    pub fn channel(capacity: usize) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let (tx, rx) = sync_channel(capacity);
+        let log = AccessLog {
+            tx: Some(tx),
+            dropped: Arc::default(),
+        };
+        (log, rx)
+    }
+
+    pub fn disabled() -> Self {
+        AccessLog {
+            tx: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    pub fn write(&self, record: &Record) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(_)) = tx.try_send(record.to_line()) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// What one request did. Timings are `None` where the step did not happen.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub time: Option<SystemTime>,
+    pub client: Option<SocketAddr>,
+    pub service: String,
+    pub route: Option<String>,
+    pub pool: Option<String>,
+    pub server: Option<String>,
+    pub method: String,
+    pub uri: String,
+    pub proto: &'static str,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Receiving the request line and headers.
+    pub t_headers: Option<Duration>,
+    /// Choosing a server.
+    pub t_wait: Option<Duration>,
+    /// Establishing the server connection (zero when an idle one was reused).
+    pub t_connect: Option<Duration>,
+    /// From sending the request to the server's response headers.
+    pub t_response: Option<Duration>,
+    pub t_total: Option<Duration>,
+    pub end: &'static str,
+}
+
+impl Record {
+    pub fn to_line(&self) -> String {
+        let mut s = String::with_capacity(256);
+        let time = self.time.unwrap_or_else(SystemTime::now);
+        let _ = write!(s, "{}", humantime::format_rfc3339_millis(time));
+        let client = self.client.map(|c| c.to_string());
+        field(&mut s, "client", client.as_deref());
+        field(&mut s, "service", Some(&self.service));
+        field(&mut s, "route", self.route.as_deref());
+        field(&mut s, "pool", self.pool.as_deref());
+        field(&mut s, "server", self.server.as_deref());
+        field(&mut s, "method", Some(&self.method));
+        field(&mut s, "uri", Some(&self.uri));
+        field(&mut s, "proto", Some(self.proto));
+        let _ = write!(
+            s,
+            " status={} in={} out={}",
+            self.status, self.bytes_in, self.bytes_out
+        );
+        for (key, t) in [
+            ("t_hdr", self.t_headers),
+            ("t_wait", self.t_wait),
+            ("t_conn", self.t_connect),
+            ("t_resp", self.t_response),
+            ("t_total", self.t_total),
+        ] {
+            match t {
+                Some(t) => {
+                    let _ = write!(s, " {key}={}", t.as_millis());
+                }
+                None => {
+                    let _ = write!(s, " {key}=-");
+                }
+            }
+        }
+        let _ = writeln!(s, " end={}", self.end);
+        s
+    }
+}
+
+/// ` key=value`, quoting values that hold spaces, quotes or control characters; `-` for none.
+fn field(out: &mut String, key: &str, value: Option<&str>) {
+    let value = value.filter(|v| !v.is_empty()).unwrap_or("-");
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\' && b != b'=');
+    if plain {
+        let _ = write!(out, " {key}={value}");
+        return;
+    }
+    let _ = write!(out, " {key}=\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_one_logfmt_line() {
+        let r = Record {
+            time: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            service: "mail".into(),
+            route: Some("ews".into()),
+            pool: Some("ews".into()),
+            server: Some("cas1".into()),
+            method: "RPC_IN_DATA".into(),
+            uri: "/rpc/rpcproxy.dll?a b\"c".into(),
+            proto: "HTTP/1.1",
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 20,
+            t_headers: Some(Duration::from_millis(1)),
+            t_connect: Some(Duration::ZERO),
+            end: "done",
+            ..Record::default()
+        };
+        assert_eq!(
+            r.to_line(),
+            "1970-01-01T00:00:01.500Z client=127.0.0.1:5000 service=mail route=ews pool=ews server=cas1 \
+             method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 status=200 in=10 out=20 \
+             t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- end=done\n"
+        );
+    }
+}

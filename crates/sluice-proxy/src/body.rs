@@ -1,0 +1,280 @@
+//! Bodies stream through frame by frame: nothing is buffered beyond the frame in hand, so
+//! memory per request stays bounded whatever the declared length. Each direction counts
+//! its bytes and enforces an idle limit between frames. The response body also finishes
+//! the request: it returns the server connection for reuse and writes the log line.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::access_log::{AccessLog, Record};
+use crate::conn_io::RequestPhase;
+use crate::state::{ActiveGuard, ServerRt};
+use crate::upstream::{BoxError, Sender};
+
+/// What both directions of one request share.
+pub struct Exchange {
+    pub start: Instant,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Milliseconds after `start` when a request body frame last went through.
+    last_upload_ms: AtomicU64,
+}
+
+impl Exchange {
+    pub fn new(start: Instant) -> Arc<Self> {
+        Arc::new(Exchange {
+            start,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_upload_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// When the client last sent body data (or the request started).
+    pub fn last_upload(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_upload_ms.load(Ordering::Relaxed))
+    }
+
+    fn touch_upload(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_upload_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+/// A body relayed frame by frame, counted, failing after `idle` without a frame.
+pub struct Metered {
+    inner: Incoming,
+    exchange: Arc<Exchange>,
+    direction: Direction,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Metered {
+    pub fn new(
+        inner: Incoming,
+        exchange: Arc<Exchange>,
+        direction: Direction,
+        idle: Duration,
+    ) -> Self {
+        Metered {
+            inner,
+            exchange,
+            direction,
+            idle,
+            timer: None,
+        }
+    }
+
+    fn count(&self, frame: &Frame<Bytes>) {
+        let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+        match self.direction {
+            Direction::Upload => {
+                self.exchange.bytes_in.fetch_add(n, Ordering::Relaxed);
+                self.exchange.touch_upload();
+            }
+            Direction::Download => {
+                self.exchange.bytes_out.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Pending on the inner body: is the idle limit up?
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.count(&frame);
+                if let Some(t) = this.timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.idle_expired(cx) => {
+                let who = match this.direction {
+                    Direction::Upload => "client",
+                    Direction::Download => "server",
+                };
+                let msg = format!("{who} sent no body data for {}s", this.idle.as_secs());
+                Poll::Ready(Some(Err(msg.into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Closes the books on one proxied request when its response ends.
+pub struct Finish {
+    pub server: Arc<ServerRt>,
+    pub sender: Sender,
+    pub max_idle: usize,
+    pub active: ActiveGuard,
+    pub record: Record,
+    pub exchange: Arc<Exchange>,
+    pub log: AccessLog,
+    pub phase: RequestPhase,
+}
+
+impl Finish {
+    pub fn complete(self, end: &'static str) {
+        let Finish {
+            server,
+            sender,
+            max_idle,
+            active,
+            mut record,
+            exchange,
+            log,
+            phase,
+        } = self;
+        if end == "done" {
+            server.idle.checkin(sender, max_idle);
+        }
+        drop(active);
+        record.end = end;
+        record.bytes_in = exchange.bytes_in.load(Ordering::Relaxed);
+        record.bytes_out = exchange.bytes_out.load(Ordering::Relaxed);
+        record.t_total = Some(exchange.start.elapsed());
+        log.write(&record);
+        drop(phase);
+    }
+}
+
+/// The body of every response sluice sends to a client.
+pub enum ProxyBody {
+    /// Made by sluice itself (errors, the sorry page).
+    Local {
+        data: Option<Bytes>,
+        _phase: Option<RequestPhase>,
+    },
+    /// Relayed from a server.
+    Relayed {
+        body: Metered,
+        finish: Option<Finish>,
+    },
+}
+
+impl ProxyBody {
+    pub fn local(data: impl Into<Bytes>, phase: RequestPhase) -> Self {
+        ProxyBody::Local {
+            data: Some(data.into()),
+            _phase: Some(phase),
+        }
+    }
+
+    pub fn relayed(body: Metered, finish: Finish) -> Self {
+        if body.is_end_stream() {
+            finish.complete("done");
+            return ProxyBody::Relayed { body, finish: None };
+        }
+        ProxyBody::Relayed {
+            body,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Local { data, .. } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+            ProxyBody::Relayed { body, finish } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let end = match &polled {
+                    // hyper stops polling once a declared length has arrived, so the end
+                    // is noticed with the last frame, not only with the final `None`.
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => Some("done"),
+                    Poll::Ready(None) => Some("done"),
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("response body from server failed: {e}");
+                        Some("server_aborted")
+                    }
+                    _ => None,
+                };
+                if let Some(end) = end {
+                    if let Some(f) = finish.take() {
+                        f.complete(end);
+                    }
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local { data, .. } => data.as_ref().is_none_or(|d| d.is_empty()),
+            ProxyBody::Relayed { body, finish } => finish.is_none() && body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ProxyBody::Relayed { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let ProxyBody::Relayed { finish, .. } = self {
+            if let Some(f) = finish.take() {
+                f.complete("client_closed");
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Deadlines on a client's HTTP/1 connection that hyper does not offer in the form a load
+//! balancer needs: the request line and headers must arrive within `request_header`
+//! (else `408 Request Timeout` and close), and a keep-alive connection with no request
+//! for `client_idle` is closed quietly.
+//!
+//! The wrapper sits between the socket and hyper. It knows whether a request is in
+//! progress from [`RequestPhase`] guards, which the request handler holds from the moment
+//! hyper hands over a request until its response body is done.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n\
+Content-Length: 24\r\nConnection: close\r\n\r\nrequest header timed out";
+
+/// Shared between a connection's IO wrapper and its request handler.
+pub struct ConnPhase {
+    start: Instant,
+    in_request: AtomicBool,
+    /// Micros after `start` of the first byte of the request now being received, +1
+    /// (0 = none yet).
+    first_byte_us: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl ConnPhase {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnPhase {
+            start: Instant::now(),
+            in_request: AtomicBool::new(false),
+            first_byte_us: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Marks a request as in progress until the returned guard drops. Returns when the
+    /// request's first byte arrived (the connection start for the first request).
+    pub fn begin_request(self: &Arc<Self>) -> (RequestPhase, Instant) {
+        self.in_request.store(true, Ordering::Release);
+        let first = self.first_byte_us.swap(0, Ordering::AcqRel);
+        let first_byte_at = match first {
+            0 => self.start,
+            us => self.start + Duration::from_micros(us - 1),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        (RequestPhase(Some(self.clone())), first_byte_at)
+    }
+
+    fn mark_first_byte(&self) {
+        let us = self.start.elapsed().as_micros() as u64 + 1;
+        let _ = self
+            .first_byte_us
+            .compare_exchange(0, us, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// Held while a request is in progress on a connection.
+pub struct RequestPhase(Option<Arc<ConnPhase>>);
+
+impl RequestPhase {
+    /// For responses on connections without phase tracking (HTTP/2).
+    pub fn none() -> Self {
+        RequestPhase(None)
+    }
+}
+
+impl Drop for RequestPhase {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            p.in_request.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What ended a connection while it waited for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitTimeout {
+    /// Part of a request arrived but not all its headers: 408 was sent.
+    Header,
+    /// Nothing arrived: closed quietly.
+    Idle,
+}
+
+pub struct PhaseIo<T> {
+    inner: T,
+    phase: Arc<ConnPhase>,
+    request_header: Duration,
+    client_idle: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether bytes of the awaited request have arrived.
+    receiving: bool,
+    on_timeout: Option<Box<dyn FnOnce(WaitTimeout) + Send>>,
+}
+
+impl<T> PhaseIo<T> {
+    pub fn new(
+        inner: T,
+        phase: Arc<ConnPhase>,
+        request_header: Duration,
+        client_idle: Duration,
+        on_timeout: Box<dyn FnOnce(WaitTimeout) + Send>,
+    ) -> Self {
+        PhaseIo {
+            inner,
+            phase,
+            request_header,
+            client_idle,
+            deadline: None,
+            receiving: false,
+            on_timeout: Some(on_timeout),
+        }
+    }
+
+    fn arm(&mut self, after: Duration) {
+        let at = tokio::time::Instant::now() + after;
+        match &mut self.deadline {
+            Some(d) => d.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.phase.in_request.load(Ordering::Acquire) {
+            this.deadline = None;
+            this.receiving = false;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        if this.deadline.is_none() {
+            // The first request must arrive whole within the header deadline; later ones
+            // may be preceded by an idle pause.
+            let first = this.phase.requests.load(Ordering::Relaxed) == 0;
+            this.arm(if first {
+                this.request_header
+            } else {
+                this.client_idle
+            });
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            if buf.filled().len() > before && !this.receiving {
+                this.receiving = true;
+                this.phase.mark_first_byte();
+                this.arm(this.request_header);
+            }
+        }
+        if polled.is_ready() {
+            return polled;
+        }
+        let expired = this
+            .deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if !expired {
+            return Poll::Pending;
+        }
+        let what = if this.receiving {
+            WaitTimeout::Header
+        } else {
+            WaitTimeout::Idle
+        };
+        if let Some(report) = this.on_timeout.take() {
+            report(what);
+        }
+        if what == WaitTimeout::Idle {
+            return Poll::Ready(Ok(()));
+        }
+        // Best effort: the socket buffer of a connection this quiet has room for it.
+        let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_408);
+        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request header timed out",
+        )))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for PhaseIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,88 @@
+//! One error taxonomy for the data plane, mapped to a status code in exactly one place.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why a request could not be proxied, and whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Client: nothing in the service matches and there is no default pool.
+    #[error("no route matches and the service has no default pool")]
+    NoRoute,
+    /// Capacity: every server of the pool is down, drained, full or weight 0.
+    #[error("no server available in pool {0}")]
+    NoServer(String),
+    /// Server: a connection could not be made (after any retries).
+    #[error("cannot connect to {server}: {reason}")]
+    Connect { server: String, reason: String },
+    /// Server: connected, but it did not answer in time.
+    #[error("server {server} sent no response within {}s", .after.as_secs())]
+    ServerTimeout { server: String, after: Duration },
+    /// Server: the exchange failed after the request was handed over.
+    #[error("server {server} failed: {reason}")]
+    ServerFailed { server: String, reason: String },
+    /// Client: the request cannot be forwarded as it is.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::ServerFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `end=` word of the access log line.
+    pub fn end_state(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoServer(_) => "no_server",
+            ProxyError::Connect { .. } => "connect_failed",
+            ProxyError::ServerTimeout { .. } => "server_timeout",
+            ProxyError::ServerFailed { .. } => "server_failed",
+            ProxyError::BadRequest(_) => "bad_request",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_class_has_its_status() {
+        let s = |e: ProxyError| e.status().as_u16();
+        assert_eq!(s(ProxyError::NoRoute), 404);
+        assert_eq!(s(ProxyError::NoServer("p".into())), 503);
+        let server = "cas1".to_string();
+        let reason = "refused".to_string();
+        assert_eq!(
+            s(ProxyError::Connect {
+                server: server.clone(),
+                reason: reason.clone()
+            }),
+            502
+        );
+        assert_eq!(
+            s(ProxyError::ServerFailed {
+                server: server.clone(),
+                reason
+            }),
+            502
+        );
+        assert_eq!(
+            s(ProxyError::ServerTimeout {
+                server,
+                after: Duration::from_secs(1)
+            }),
+            504
+        );
+        assert_eq!(s(ProxyError::BadRequest("x".into())), 400);
+    }
+}

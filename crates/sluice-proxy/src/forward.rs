@@ -1,0 +1,384 @@
+//! One request through the balancer: route it, choose a server, send it over a reused or
+//! new connection (retrying elsewhere while that is safe), and relay the response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use sluice_config::Service;
+
+use crate::access_log::{AccessLog, Record};
+use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
+use crate::conn_io::{ConnPhase, RequestPhase};
+use crate::error::ProxyError;
+use crate::headers::{add_forwarded, remove_hop_by_hop};
+use crate::routing;
+use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
+use crate::upstream::{Sender, UpstreamBody};
+
+/// What a request handler knows about the client connection it serves.
+pub struct ConnCtx {
+    pub snapshot: Arc<Snapshot>,
+    pub service: usize,
+    pub client: SocketAddr,
+    pub tls: bool,
+    /// Header and idle deadlines, tracked on HTTP/1 connections only.
+    pub phase: Option<Arc<ConnPhase>>,
+    pub log: AccessLog,
+}
+
+impl ConnCtx {
+    fn service(&self) -> &Service {
+        &self.snapshot.config.services[self.service]
+    }
+}
+
+/// The server side of a request that got its response headers.
+struct Answered {
+    response: Response<Incoming>,
+    server: Arc<ServerRt>,
+    sender: Sender,
+    active: ActiveGuard,
+    pool: Arc<PoolRt>,
+}
+
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (phase, first_byte) = match &ctx.phase {
+        Some(p) => {
+            let (guard, at) = p.begin_request();
+            (guard, Some(at))
+        }
+        None => (RequestPhase::none(), None),
+    };
+    let start = Instant::now();
+    let mut record = Record {
+        time: Some(SystemTime::now()),
+        client: Some(ctx.client),
+        service: ctx.service().name.clone(),
+        method: req.method().to_string(),
+        uri: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+        proto: version_name(req.version()),
+        t_headers: first_byte.map(|at| start.saturating_duration_since(at)),
+        ..Record::default()
+    };
+    let exchange = Exchange::new(start);
+    match forward(&ctx, req, &mut record, &exchange).await {
+        Ok(answered) => Ok(relay(&ctx, answered, record, exchange, phase)),
+        Err(e) => Ok(local_error(&ctx, &e, record, &exchange, phase)),
+    }
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    record: &mut Record,
+    exchange: &Arc<Exchange>,
+) -> Result<Answered, ProxyError> {
+    let service = ctx.service();
+    let (route, pool) = routing::select(service, &req).ok_or(ProxyError::NoRoute)?;
+    record.route = route.map(str::to_string);
+    let pool = ctx.snapshot.pools[pool].clone();
+    record.pool = Some(pool.cfg.name.clone());
+    let (req, replay) = prepare(ctx, req, exchange)?;
+    send(pool, req, replay, record, exchange).await
+}
+
+/// Rewrites a client request for the server: hop-by-hop headers out, forwarding headers
+/// in, origin-form target, HTTP/1.1. Also returns the request head again when the request
+/// has no body, so it can be re-sent if a reused connection turns out to be dead.
+fn prepare(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    exchange: &Arc<Exchange>,
+) -> Result<(Request<UpstreamBody>, Option<Parts>), ProxyError> {
+    let service = ctx.service();
+    let (mut parts, body) = req.into_parts();
+    let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
+    remove_hop_by_hop(&mut parts.headers);
+    if service.x_forwarded {
+        add_forwarded(
+            &mut parts.headers,
+            ctx.client.ip(),
+            ctx.tls,
+            host.as_deref(),
+        );
+    }
+    if !parts.headers.contains_key(HOST) {
+        let host =
+            host.ok_or_else(|| ProxyError::BadRequest("the request names no host".into()))?;
+        let value = HeaderValue::from_str(&host)
+            .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
+        parts.headers.insert(HOST, value);
+    }
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    parts.uri = target
+        .parse::<Uri>()
+        .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
+    parts.version = Version::HTTP_11;
+    let replay = body.is_end_stream().then(|| copy_head(&parts));
+    let idle = service.timeouts.client_idle;
+    let body = Metered::new(body, exchange.clone(), Direction::Upload, idle).boxed_unsync();
+    Ok((Request::from_parts(parts, body), replay))
+}
+
+/// A copy of a request head (everything but the body).
+fn copy_head(head: &Parts) -> Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = head.method.clone();
+    parts.uri = head.uri.clone();
+    parts.version = head.version;
+    parts.headers = head.headers.clone();
+    parts.extensions = head.extensions.clone();
+    parts
+}
+
+/// How many times a request without a body is re-sent after a reused connection died
+/// under it, on top of the pool's retries.
+const STALE_RESENDS: u32 = 3;
+
+async fn send(
+    pool: Arc<PoolRt>,
+    req: Request<UpstreamBody>,
+    replay: Option<Parts>,
+    record: &mut Record,
+    exchange: &Arc<Exchange>,
+) -> Result<Answered, ProxyError> {
+    let attempts = 1 + pool.cfg.retries as usize;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut pending = Some(req);
+    let mut stale = 0;
+    let mut last_error = None;
+    while tried.len() < attempts {
+        let picking = Instant::now();
+        let Some(index) = pool.pick(&tried) else {
+            break;
+        };
+        record.t_wait.get_or_insert(picking.elapsed());
+        let server = pool.servers[index].clone();
+        record.server = Some(server.cfg.name.clone());
+        let active = server.begin();
+        let connecting = Instant::now();
+        let (mut sender, reused) = match server.idle.checkout(pool.cfg.idle_timeout) {
+            Some(s) => (s, true),
+            None => match pool.connector.open(server.cfg.address).await {
+                Ok(s) => (s, false),
+                Err(reason) => {
+                    passive_failure(&pool, &server, &reason);
+                    tried.push(index);
+                    last_error = Some(ProxyError::Connect {
+                        server: server.cfg.name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            },
+        };
+        record.t_connect = Some(connecting.elapsed());
+        let Some(request) = pending.take().or_else(|| replay.as_ref().map(bodiless)) else {
+            break;
+        };
+        let sending = Instant::now();
+        let outcome = await_response(
+            sender.try_send_request(request),
+            exchange,
+            pool.cfg.timeouts.server,
+        )
+        .await;
+        match outcome {
+            Some(Ok(response)) => {
+                record.t_response = Some(sending.elapsed());
+                return Ok(Answered {
+                    response,
+                    server,
+                    sender,
+                    active,
+                    pool,
+                });
+            }
+            Some(Err(mut e)) => {
+                let unsent = e.take_message();
+                let resend = unsent.is_some() || (reused && replay.is_some());
+                if resend && reused && stale < STALE_RESENDS {
+                    // A kept-alive connection the server had closed: not the server's fault.
+                    stale += 1;
+                    pending = unsent;
+                    continue;
+                }
+                if let Some(req) = unsent {
+                    let reason = e.into_error().to_string();
+                    passive_failure(&pool, &server, &reason);
+                    tried.push(index);
+                    pending = Some(req);
+                    last_error = Some(ProxyError::Connect {
+                        server: server.cfg.name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                return Err(ProxyError::ServerFailed {
+                    server: server.cfg.name.clone(),
+                    reason: e.into_error().to_string(),
+                });
+            }
+            None => {
+                return Err(ProxyError::ServerTimeout {
+                    server: server.cfg.name.clone(),
+                    after: pool.cfg.timeouts.server,
+                })
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoServer(pool.cfg.name.clone())))
+}
+
+fn bodiless(head: &Parts) -> Request<UpstreamBody> {
+    let empty = http_body_util::Empty::new()
+        .map_err(|e| match e {})
+        .boxed_unsync();
+    Request::from_parts(copy_head(head), empty)
+}
+
+/// Waits for the response headers. The server's time limit runs only while the client is
+/// not uploading: a long request body (`RPC_IN_DATA`) is not the server being slow.
+async fn await_response<F>(
+    response: F,
+    exchange: &Exchange,
+    limit: Duration,
+) -> Option<Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>>
+where
+    F: std::future::Future<
+        Output = Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>>,
+    >,
+{
+    tokio::pin!(response);
+    loop {
+        let deadline = exchange.last_upload() + limit;
+        tokio::select! {
+            r = &mut response => return Some(r),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                if exchange.last_upload() + limit <= Instant::now() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A connection failure seen in live traffic counts against the server's health. Only
+/// pools with a health check take it into account: without probes nothing would bring
+/// the server back.
+fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
+    tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "connection failed: {reason}");
+    if pool.cfg.health.is_some() {
+        if let Some(sluice_health::Transition::WentDown) =
+            server.health.record(Err(reason.to_string()))
+        {
+            tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "server is DOWN: {reason}");
+        }
+    }
+}
+
+fn relay(
+    ctx: &ConnCtx,
+    answered: Answered,
+    mut record: Record,
+    exchange: Arc<Exchange>,
+    phase: RequestPhase,
+) -> Response<ProxyBody> {
+    let Answered {
+        response,
+        server,
+        sender,
+        active,
+        pool,
+    } = answered;
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    record.status = parts.status.as_u16();
+    let body = Metered::new(
+        body,
+        exchange.clone(),
+        Direction::Download,
+        pool.cfg.timeouts.server,
+    );
+    let finish = Finish {
+        server,
+        sender,
+        max_idle: pool.cfg.max_idle_per_server,
+        active,
+        record,
+        exchange,
+        log: ctx.log.clone(),
+        phase,
+    };
+    Response::from_parts(parts, ProxyBody::relayed(body, finish))
+}
+
+/// The one place where an error becomes a response.
+fn local_error(
+    ctx: &ConnCtx,
+    err: &ProxyError,
+    mut record: Record,
+    exchange: &Exchange,
+    phase: RequestPhase,
+) -> Response<ProxyBody> {
+    let service = ctx.service();
+    let (status, content_type, body) = match err {
+        ProxyError::NoServer(_) => {
+            let sorry = &service.sorry;
+            let status =
+                StatusCode::from_u16(sorry.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, sorry.content_type.clone(), sorry.body.clone())
+        }
+        _ => {
+            let status = err.status();
+            let reason = status.canonical_reason().unwrap_or("Error");
+            (
+                status,
+                "text/plain; charset=utf-8".to_string(),
+                format!("{} {reason}\n", status.as_u16()),
+            )
+        }
+    };
+    if status.is_server_error() {
+        tracing::warn!(service = %service.name, "{err}");
+    }
+    record.status = status.as_u16();
+    record.end = err.end_state();
+    record.t_total = Some(exchange.start.elapsed());
+    ctx.log.write(&record);
+    let mut response = Response::new(ProxyBody::local(body, phase));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        headers.insert(CONTENT_TYPE, v);
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}

@@ -1,0 +1,233 @@
+//! Accepting clients: bind, accept, TLS handshake (ALPN picks HTTP/2 or HTTP/1.1), then
+//! serve the connection with hyper until it ends or shutdown asks it to finish.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::{AccessLog, Record};
+use crate::conn_io::{ConnPhase, PhaseIo, WaitTimeout};
+use crate::forward::{handle, ConnCtx};
+use crate::state::Snapshot;
+use crate::stream::Stream;
+
+/// Binds with SO_REUSEADDR; IPv6 sockets are IPv6-only so `[::]:443` and `0.0.0.0:443`
+/// can both be listed.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Counts open client connections so shutdown can wait for them.
+#[derive(Default)]
+pub struct ConnTracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+impl ConnTracker {
+    fn enter(self: &Arc<Self>) -> TrackGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        TrackGuard(self.clone())
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Returns when no connection is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct TrackGuard(Arc<ConnTracker>);
+
+impl Drop for TrackGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Everything an accept loop needs.
+#[derive(Clone)]
+pub struct Listening {
+    pub service: usize,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub tls: Option<TlsAcceptor>,
+    pub log: AccessLog,
+    pub tracker: Arc<ConnTracker>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub async fn accept_loop(listener: TcpListener, ctx: Listening) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, client)) => {
+                    let ctx = ctx.clone();
+                    let guard = ctx.tracker.enter();
+                    tokio::spawn(async move {
+                        serve(tcp, client, ctx).await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
+    let _ = tcp.set_nodelay(true);
+    let snapshot = ctx.snapshot.load_full();
+    let service = &snapshot.config.services[ctx.service];
+    let timeouts = service.timeouts.clone();
+    let (stream, h2) = match &ctx.tls {
+        None => (Stream::Plain(tcp), false),
+        Some(acceptor) => {
+            match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    (Stream::Tls(Box::new(tls)), h2)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%client, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%client, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let phase = (!h2).then(ConnPhase::new);
+    let conn_ctx = Arc::new(ConnCtx {
+        snapshot: snapshot.clone(),
+        service: ctx.service,
+        client,
+        tls: ctx.tls.is_some(),
+        phase: phase.clone(),
+        log: ctx.log.clone(),
+    });
+    let report = timeout_reporter(&conn_ctx);
+    let io: Box<dyn Io> = match phase {
+        Some(phase) => Box::new(PhaseIo::new(
+            stream,
+            phase,
+            timeouts.request_header,
+            timeouts.client_idle,
+            report,
+        )),
+        None => Box::new(stream),
+    };
+    let svc = service_fn(move |req| handle(conn_ctx.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .header_read_timeout(None)
+        .timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut shutdown = ctx.shutdown.clone();
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        log_connection_error(&ctx.log, &service.name, client, e.as_ref());
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Logs a header deadline that passed as a request that ended in 408.
+fn timeout_reporter(ctx: &Arc<ConnCtx>) -> Box<dyn FnOnce(WaitTimeout) + Send> {
+    let log = ctx.log.clone();
+    let service = ctx.snapshot.config.services[ctx.service].name.clone();
+    let client = ctx.client;
+    Box::new(move |what| {
+        if what == WaitTimeout::Header {
+            log.write(&Record {
+                client: Some(client),
+                service,
+                status: 408,
+                end: "header_timeout",
+                ..Record::default()
+            });
+        }
+    })
+}
+
+/// hyper answers malformed requests itself (400, 414, 431) and ends the connection; the
+/// access log still gets a line for them.
+fn log_connection_error(
+    log: &AccessLog,
+    service: &str,
+    client: SocketAddr,
+    e: &(dyn std::error::Error + 'static),
+) {
+    let Some(err) = e.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(%client, "connection ended: {e}");
+        return;
+    };
+    if !err.is_parse() && !err.is_parse_too_large() {
+        tracing::debug!(%client, "connection ended: {err}");
+        return;
+    }
+    let status = if err.is_parse_too_large() { 431 } else { 400 };
+    tracing::info!(%client, "malformed request: {err}");
+    log.write(&Record {
+        client: Some(client),
+        service: service.to_string(),
+        status,
+        end: "bad_request",
+        ..Record::default()
+    });
+}

@@ -1,0 +1,112 @@
+//! Content switching: the first route whose conditions all hold picks the pool.
+
+use http::header::HOST;
+use http::{HeaderMap, Request, Uri};
+use sluice_config::{Condition, Route, Service};
+
+/// The route (by name, `None` for the default pool) and pool index for a request.
+pub fn select<'s, B>(service: &'s Service, req: &Request<B>) -> Option<(Option<&'s str>, usize)> {
+    let view = View {
+        path: req.uri().path(),
+        host: host_of(req.headers(), req.uri())
+            .map(strip_port)
+            .unwrap_or(""),
+        headers: req.headers(),
+    };
+    service
+        .routes
+        .iter()
+        .find(|r| view.matches(r))
+        .map(|r| (Some(r.name.as_str()), r.pool))
+        .or(service.default_pool.map(|p| (None, p)))
+}
+
+/// The host a request is for: the `Host` header, or the authority of an absolute or
+/// HTTP/2 target.
+pub fn host_of<'r>(headers: &'r HeaderMap, uri: &'r Uri) -> Option<&'r str> {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+struct View<'a> {
+    path: &'a str,
+    host: &'a str,
+    headers: &'a HeaderMap,
+}
+
+impl View<'_> {
+    fn matches(&self, route: &Route) -> bool {
+        route.conditions.iter().all(|c| self.holds(c))
+    }
+
+    fn holds(&self, c: &Condition) -> bool {
+        match c {
+            Condition::Path(p) => self.path.eq_ignore_ascii_case(p),
+            Condition::PathPrefix(p) => starts_with_ignore_case(self.path, p),
+            Condition::PathSuffix(s) => ends_with_ignore_case(self.path, s),
+            Condition::PathRegex(re) => re.is_match(self.path),
+            Condition::Host(h) => host_matches(self.host, h),
+            Condition::Header { name, value } => {
+                let mut values = self.headers.get_all(name.as_str()).iter();
+                match value {
+                    None => values.next().is_some(),
+                    Some(v) => values.any(|x| x.as_bytes().eq_ignore_ascii_case(v.as_bytes())),
+                }
+            }
+        }
+    }
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// `pattern` is lower case; `*.example.com` matches any name ending in `.example.com`.
+fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.len() > suffix.len() && ends_with_ignore_case(host, suffix),
+        None => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("mail.example.com:443"), "mail.example.com");
+        assert_eq!(strip_port("mail.example.com"), "mail.example.com");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn comparisons_ignore_case() {
+        assert!(starts_with_ignore_case("/EWS/Exchange.asmx", "/ews/"));
+        assert!(!starts_with_ignore_case("/ew", "/ews/"));
+        assert!(ends_with_ignore_case(
+            "/owa/HealthCheck.htm",
+            "/healthcheck.htm"
+        ));
+        assert!(host_matches("Mail.Example.com", "mail.example.com"));
+        assert!(host_matches("a.example.com", "*.example.com"));
+        assert!(!host_matches("example.com", "*.example.com"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Connections to servers: connect (TCP, then TLS when the pool re-encrypts), the HTTP/1.1
+//! handshake, and the per-server stack of idle keep-alive connections.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use crate::stream::{ServerStream, Stream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every request body sent to a server has this type.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// How a pool reaches its servers.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(
+        tls: Option<Arc<ClientConfig>>,
+        sni: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Self {
+        let sni = sni.and_then(|s| ServerName::try_from(s.to_string()).ok());
+        Connector {
+            tls: tls.map(|c| (c, sni)),
+            connect_timeout,
+        }
+    }
+
+    /// TCP (and TLS) to `addr`, bounded by the connect timeout.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<ServerStream, String> {
+        match tokio::time::timeout(self.connect_timeout, self.connect_unbounded(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "connect timed out after {}ms",
+                self.connect_timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn connect_unbounded(&self, addr: SocketAddr) -> Result<ServerStream, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let Some((config, sni)) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = sni
+            .clone()
+            .unwrap_or(ServerName::IpAddress(addr.ip().into()));
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    /// A new HTTP/1.1 connection; its driver runs as its own task until the connection ends.
+    pub async fn open(&self, addr: SocketAddr) -> Result<Sender, String> {
+        let stream = self.connect(addr).await?;
+        handshake(stream).await
+    }
+}
+
+pub async fn handshake(stream: ServerStream) -> Result<Sender, String> {
+    let (sender, conn) = http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("server connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// Idle keep-alive connections to one server, most recently used last.
+#[derive(Default)]
+pub struct IdlePool {
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+impl IdlePool {
+    /// A ready idle connection younger than `max_age`, if any. Stale ones are dropped.
+    pub fn checkout(&self, max_age: Duration) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if sender.is_ready() && since.elapsed() < max_age {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    pub fn checkin(&self, sender: Sender, max_idle: usize) {
+        if !sender.is_ready() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < max_idle {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Weighted round robin proportions and least connections, through the proxy.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use sluice_lab::{client::empty, Backend, Client};
+
+use crate::harness::{service, start};
+
+#[tokio::test]
+async fn weighted_round_robin_keeps_proportions_within_five_percent() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let c = Backend::start("c").await;
+    let config = format!(
+        "{}[[pool]]\nname = \"p\"\nservers = [{{ name = \"a\", address = \"{}\", weight = 5 }}, {{ name = \"b\", address = \"{}\", weight = 3 }}, {{ name = \"c\", address = \"{}\", weight = 2 }}]\n",
+        service("p", ""),
+        a.addr,
+        b.addr,
+        c.addr
+    );
+    let lb = start(&config).await;
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..1000 {
+        let reply = client.get("/").await.unwrap();
+        *counts
+            .entry(reply.header("x-server").unwrap().to_string())
+            .or_default() += 1;
+    }
+    for (name, share) in [("a", 0.5), ("b", 0.3), ("c", 0.2)] {
+        let got = f64::from(counts[name]) / 1000.0;
+        assert!(
+            (got - share).abs() <= 0.05,
+            "{name}: {got} vs {share} ({counts:?})"
+        );
+    }
+    assert_eq!(a.hits() + b.hits() + c.hits(), 1000);
+}
+
+#[tokio::test]
+async fn least_connections_prefers_the_idle_server() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let config = format!(
+        "{}[[pool]]\nname = \"p\"\nalgorithm = \"least-conn\"\nservers = [{{ name = \"a\", address = \"{}\" }}, {{ name = \"b\", address = \"{}\" }}]\n",
+        service("p", ""),
+        a.addr,
+        b.addr
+    );
+    let lb = start(&config).await;
+    // A long response keeps one server busy.
+    let mut slow = Client::connect(lb.addr).await.unwrap();
+    let req = slow
+        .request("GET", "/chunks?n=2&ms=3000")
+        .body(empty())
+        .unwrap();
+    let held = slow.send_streaming(req).await.unwrap();
+    let busy = held.headers()["x-server"].to_str().unwrap().to_string();
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..10 {
+        let reply = client.get("/").await.unwrap();
+        assert_ne!(
+            reply.header("x-server"),
+            Some(busy.as_str()),
+            "went to the busy server"
+        );
+    }
+    let body = tokio::time::timeout(Duration::from_secs(10), held.into_body().collect()).await;
+    assert!(body.is_ok());
+}

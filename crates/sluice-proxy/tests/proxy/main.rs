@@ -1,0 +1,11 @@
+//! sluice's data plane end to end: a real proxy on ephemeral loopback ports in front of
+//! real servers from the lab.
+
+mod balancing;
+mod errors;
+mod harness;
+mod health;
+mod routing;
+mod streaming;
+mod tls;
+mod wire;
