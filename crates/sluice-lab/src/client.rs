@@ -66,7 +66,7 @@ impl Client {
     }
 
     pub async fn send(&mut self, req: Request<Body>) -> Result<Reply, BoxError> {
-        let response = self.sender.send_request(req).await?;
+        let response = self.send_streaming(req).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Reply {
@@ -81,6 +81,8 @@ impl Client {
         &mut self,
         req: Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+        // The previous response may still be settling on this keep-alive connection.
+        self.sender.ready().await?;
         Ok(self.sender.send_request(req).await?)
     }
 }
@@ -93,4 +95,35 @@ pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|e| match e {})
         .boxed_unsync()
+}
+
+/// A body of `len` filler bytes made frame by frame (64 KiB each) as it is sent, with its
+/// length declared, so an upload of any size costs no memory.
+pub fn generated(len: u64) -> Body {
+    struct Generated(u64);
+    impl http_body::Body for Generated {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            static BLOCK: [u8; 65536] = [b'u'; 65536];
+            if self.0 == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.0.min(BLOCK.len() as u64) as usize;
+            self.0 -= n as u64;
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                &BLOCK[..n],
+            )))))
+        }
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.0)
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0 == 0
+        }
+    }
+    Generated(len).boxed_unsync()
 }

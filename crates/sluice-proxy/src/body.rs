@@ -191,7 +191,7 @@ pub enum ProxyBody {
     /// Relayed from a server.
     Relayed {
         body: Metered,
-        finish: Option<Finish>,
+        finish: Option<Box<Finish>>,
     },
 }
 
@@ -210,7 +210,7 @@ impl ProxyBody {
         }
         ProxyBody::Relayed {
             body,
-            finish: Some(finish),
+            finish: Some(Box::new(finish)),
         }
     }
 }

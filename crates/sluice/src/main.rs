@@ -48,6 +48,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -93,6 +94,15 @@ fn run(path: &std::path::Path) -> ExitCode {
 
 async fn serve(config: sluice_config::Config) -> ExitCode {
     let grace = config.global.shutdown_timeout;
+    // Handlers first: a stop signal that arrives while listeners come up must not kill
+    // the process the default way in the middle of a request.
+    let stop = match StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let log = if config.global.access_log {
         AccessLog::stdout(65_536)
     } else {
@@ -105,7 +115,7 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_stop_signal().await;
+    stop.wait().await;
     tracing::info!(
         "stopping: no new connections; waiting up to {}s for requests in progress",
         grace.as_secs()
@@ -121,18 +131,24 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, Ctrl-C still ends the process the default way.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -4,6 +4,9 @@ use sluice_lab::{client::empty, Backend, Client};
 
 use crate::harness::{pool, service, start};
 
+/// Path, Host, an extra header, and the pool that should answer.
+type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, &'a str);
+
 #[tokio::test]
 async fn each_matcher_routes_to_its_pool() {
     let names = [
@@ -57,7 +60,7 @@ pool = "header_any"
         config += &pool(&b.name, &[(&b.name, b.addr)], "");
     }
     let lb = start(&config).await;
-    let cases: &[(&str, &str, Option<(&str, &str)>, &str)] = &[
+    let cases: &[Case] = &[
         ("/exact", "mail.example.com", None, "path"),
         ("/EXACT", "mail.example.com", None, "path"),
         ("/exact/more", "mail.example.com", None, "default"),

@@ -1,0 +1,225 @@
+//! The `sluice` binary itself: `check`, `run`, graceful stop on SIGTERM, and memory that
+//! stays flat while 256 MiB stream through it each way.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use sluice_lab::{client::empty, Backend, Client};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn config_for(backend: SocketAddr) -> String {
+    format!(
+        "[global]\nshutdown_timeout = \"10s\"\naccess_log = false\n\
+         [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n\
+         [[pool]]\nname = \"p\"\nservers = [{{ name = \"cas1\", address = \"{backend}\" }}]\n"
+    )
+}
+
+/// A running `sluice run` and the address it reported.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let token = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(token.parse::<SocketAddr>().expect("an address"));
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sluice reports its address");
+        Running { child, addr }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Kilobytes of (`VmRSS`, `VmHWM`) from /proc.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_file_and_reports_every_error_with_its_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), &config_for("127.0.0.1:1".parse().unwrap()));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[service]]\nname = \"web\"\nlisten = \"nowhere\"\ndefault_pool = \"missing\"\ntimeout = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    for want in [
+        format!("{file}:3:10: service[0].listen: \"nowhere\" is not an address"),
+        format!("{file}:4:16: service[0].default_pool: no pool named \"missing\""),
+        format!("{file}:5:1: service[0].timeout: unknown key"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn version_and_help_answer() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sluice "));
+    for sub in ["run", "check"] {
+        let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    }
+}
+
+#[test]
+fn run_refuses_an_invalid_file_with_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(dir.path(), "[[service]]\nname = 1\n");
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service[0].name: expected a string"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
+    let backend = Backend::start("cas1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sluice = Running::start(&write_config(dir.path(), &config_for(backend.addr)));
+    let mut client = Client::connect(sluice.addr).await.unwrap();
+    let req = client
+        .request("GET", "/chunks?n=3&ms=400")
+        .body(empty())
+        .unwrap();
+    let response = client.send_streaming(req).await.unwrap();
+    sluice.signal(libc::SIGTERM);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the request in flight completes")
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"chunk 0\nchunk 1\nchunk 2\n");
+    let status = sluice
+        .wait_exit(Duration::from_secs(10))
+        .expect("sluice exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        Client::connect(sluice.addr).await.is_err(),
+        "still accepting after exit"
+    );
+}
+
+const BIG: u64 = 256 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_upload_and_download_stream_with_flat_memory() {
+    let backend = Backend::start("cas1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(&write_config(dir.path(), &config_for(backend.addr)));
+    let mut client = Client::connect(sluice.addr).await.unwrap();
+    client.get("/").await.unwrap();
+    let (rss_before, _) = sluice.memory_kib();
+
+    let req = client
+        .request("GET", &format!("/download?bytes={BIG}"))
+        .body(empty())
+        .unwrap();
+    let mut body = client.send_streaming(req).await.unwrap().into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, BIG);
+
+    let req = client
+        .request("POST", "/upload")
+        .body(sluice_lab::client::generated(BIG))
+        .unwrap();
+    let reply = client.send(req).await.unwrap();
+    assert_eq!(reply.text(), format!("received={BIG}"));
+
+    let (_, peak) = sluice.memory_kib();
+    let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
+    println!("sluice RSS before {rss_before} KiB, peak {peak} KiB, growth {growth_mib:.1} MiB");
+    assert!(
+        growth_mib < 32.0,
+        "RSS grew {growth_mib:.1} MiB while streaming 2 x 256 MiB"
+    );
+}
