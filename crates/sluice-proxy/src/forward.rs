@@ -243,7 +243,12 @@ async fn send(
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoServer(pool.cfg.name.clone())))
+    // When the failures just seen have taken every server out, the pool is down: the
+    // sorry page says so better than a bare 502.
+    match last_error {
+        Some(e) if pool.pick(&[]).is_some() => Err(e),
+        _ => Err(ProxyError::NoServer(pool.cfg.name.clone())),
+    }
 }
 
 fn bodiless(head: &Parts) -> Request<UpstreamBody> {

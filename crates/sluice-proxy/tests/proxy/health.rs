@@ -101,3 +101,18 @@ async fn when_every_server_is_down_the_backup_then_the_sorry_page_answers() {
     assert_eq!(reply.status, 503);
     assert_eq!(reply.text(), "back soon");
 }
+
+#[tokio::test]
+async fn when_every_server_is_found_dead_the_sorry_page_answers_not_a_502() {
+    let a = Backend::start("a").await;
+    a.stop().await;
+    // Whether the first probe or the request's own refused connection takes `a` out
+    // first, the client must see the sorry page.
+    let check = "[pool.health]\npath = \"/\"\ninterval = \"60s\"\nfall = 1\n";
+    let lb = start(&(service("p", "") + &pool("p", &[("a", a.addr)], check))).await;
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    let reply = client.get("/").await.unwrap();
+    assert_eq!(reply.status, 503);
+    assert!(reply.text().contains("Service unavailable"), "{}", reply.text());
+    assert!(!lb.is_up("p", "a"));
+}
