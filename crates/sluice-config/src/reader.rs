@@ -9,6 +9,10 @@ use toml::Spanned;
 
 use crate::error::{ConfigError, LineIndex};
 
+/// The longest duration accepted anywhere: far beyond any sensible timeout, and small
+/// enough that adding it to a clock reading can never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Collects errors for one file.
 pub(crate) struct Report<'s> {
     file: String,
@@ -101,6 +105,10 @@ impl<'a, 'i> Field<'a, 'i> {
     pub(crate) fn duration(&self, r: &mut Report) -> Option<Duration> {
         let text = self.str(r)?;
         match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.fail(r, "must be at most 365 days");
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.fail(

@@ -187,6 +187,7 @@ mode = "udp"
 [service.timeouts]
 client_idle = "soon"
 request_header = "0s"
+tls_handshake = "400days"
 [[pool]]
 name = "p"
 algorithm = "random"
@@ -205,12 +206,13 @@ fingerprints = ["sha256:12"]
         "t.toml:4:8: service[0].mode: unknown value \"udp\"; expected one of \"http\"",
         "t.toml:6:15: service[0].timeouts.client_idle: not a duration",
         "t.toml:7:18: service[0].timeouts.request_header: must be longer than zero",
-        "t.toml:10:13: pool[0].algorithm: unknown value \"random\"",
-        "t.toml:11:36: pool[0].servers[0].address: \"10.0.0.1:99999\" is not an address",
-        "t.toml:11:63: pool[0].servers[0].weight: must be between 0 and 256",
-        "t.toml:13:8: pool[0].health.path: must start with \"/\"",
-        "t.toml:14:8: pool[0].health.rise: expected an integer, found string",
-        "t.toml:17:17: pool[0].tls.fingerprints[0]: not a SHA-256 fingerprint",
+        "t.toml:8:17: service[0].timeouts.tls_handshake: must be at most 365 days",
+        "t.toml:11:13: pool[0].algorithm: unknown value \"random\"",
+        "t.toml:12:36: pool[0].servers[0].address: \"10.0.0.1:99999\" is not an address",
+        "t.toml:12:63: pool[0].servers[0].weight: must be between 0 and 256",
+        "t.toml:14:8: pool[0].health.path: must start with \"/\"",
+        "t.toml:15:8: pool[0].health.rise: expected an integer, found string",
+        "t.toml:18:17: pool[0].tls.fingerprints[0]: not a SHA-256 fingerprint",
     ];
     for x in expect {
         assert!(

@@ -37,6 +37,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     hits: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -63,6 +64,7 @@ impl Backend {
             addr: listener.local_addr().expect("bound address"),
             tls,
             hits: Arc::default(),
+            connections: Arc::default(),
             task: Mutex::new(None),
         };
         backend.spawn(listener);
@@ -73,9 +75,11 @@ impl Backend {
         let name = self.name.clone();
         let hits = self.hits.clone();
         let tls = self.tls.clone();
+        let connections = self.connections.clone();
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::Relaxed);
                 let (name, hits, tls) = (name.clone(), hits.clone(), tls.clone());
                 conns.spawn(async move {
                     let svc = service_fn(move |req| answer(name.clone(), hits.clone(), req));
@@ -99,6 +103,11 @@ impl Backend {
     /// Requests answered so far.
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Closes the listener and every open connection, as if the server died.

@@ -221,7 +221,7 @@ fn log_connection_error(
         tracing::debug!(%client, "connection ended: {err}");
         return;
     }
-    let status = if err.is_parse_too_large() { 431 } else { 400 };
+    let status = status_hyper_sent(err);
     tracing::info!(%client, "malformed request: {err}");
     log.write(&Record {
         client: Some(client),
@@ -230,4 +230,16 @@ fn log_connection_error(
         end: "bad_request",
         ..Record::default()
     });
+}
+
+/// The status hyper answered a request it could not parse with. hyper tells a long target
+/// from large headers only in its message, so that is what is read.
+fn status_hyper_sent(err: &hyper::Error) -> u16 {
+    if !err.is_parse_too_large() {
+        400
+    } else if err.to_string().contains("URI too long") {
+        414
+    } else {
+        431
+    }
 }

@@ -70,3 +70,24 @@ async fn least_connections_prefers_the_idle_server() {
     let body = tokio::time::timeout(Duration::from_secs(10), held.into_body().collect()).await;
     assert!(body.is_ok());
 }
+
+#[tokio::test]
+async fn server_connections_are_kept_alive_and_reused_across_clients() {
+    let a = Backend::start("a").await;
+    let config =
+        crate::harness::service("p", "") + &crate::harness::pool("p", &[("a", a.addr)], "");
+    let lb = start(&config).await;
+    for _ in 0..10 {
+        // A new client connection each time: reuse happens on the server side.
+        let mut client = Client::connect(lb.addr).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(client.get("/").await.unwrap().status, 200);
+        }
+    }
+    assert_eq!(a.hits(), 50);
+    assert_eq!(
+        a.connections(),
+        1,
+        "every request should ride one kept-alive connection"
+    );
+}

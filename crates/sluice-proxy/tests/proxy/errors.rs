@@ -136,8 +136,14 @@ async fn malformed_requests_get_400_and_a_log_line() {
     let _ = huge.write_all(big.as_bytes()).await;
     let answer = read_all(&mut huge).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.80}");
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let mut too_long = TcpStream::connect(lb.addr).await.unwrap();
+    let _ = too_long.write_all(long.as_bytes()).await;
+    let answer = read_all(&mut too_long).await;
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer:.80}");
     assert_eq!(b.hits(), 0);
     let lines = lb.log_lines();
+    assert!(lines.iter().any(|l| l.contains("status=414")), "{lines:?}");
     assert!(
         lines
             .iter()

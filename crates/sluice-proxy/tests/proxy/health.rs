@@ -113,6 +113,10 @@ async fn when_every_server_is_found_dead_the_sorry_page_answers_not_a_502() {
     let mut client = Client::connect(lb.addr).await.unwrap();
     let reply = client.get("/").await.unwrap();
     assert_eq!(reply.status, 503);
-    assert!(reply.text().contains("Service unavailable"), "{}", reply.text());
+    assert!(
+        reply.text().contains("Service unavailable"),
+        "{}",
+        reply.text()
+    );
     assert!(!lb.is_up("p", "a"));
 }
