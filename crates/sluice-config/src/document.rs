@@ -34,9 +34,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     }
     let mut root = Table::new(String::new(), doc.get_ref(), doc.span());
     let global = root
-        .get("global")
-        .and_then(|f| f.table(&mut r))
-        .map(|t| parse_global(t, &mut r))
+        .section(&mut r, "global", parse_global)
         .unwrap_or_default();
     let pool_tables = root
         .get("pool")
@@ -88,10 +86,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 fn parse_global(mut t: Table, r: &mut Report) -> Global {
     let d = Global::default();
     let g = Global {
-        shutdown_timeout: t
-            .get("shutdown_timeout")
-            .and_then(|f| f.duration(r))
-            .unwrap_or(d.shutdown_timeout),
+        shutdown_timeout: t.duration_or(r, "shutdown_timeout", d.shutdown_timeout),
         access_log: t
             .get("access_log")
             .and_then(|f| f.bool(r))

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::document::{report_duplicates, resolve, Named};
 use crate::model::*;
@@ -40,19 +41,9 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         })
         .unwrap_or(Algorithm::RoundRobin);
     let servers = parse_servers(&mut t, r);
-    let health = t
-        .get("health")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_health(h, r));
-    let tls = t
-        .get("tls")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_tls(h, r, base));
-    let timeouts = t
-        .get("timeouts")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_timeouts(h, r))
-        .unwrap_or_default();
+    let health = t.section(r, "health", parse_health);
+    let tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
+    let timeouts = t.section(r, "timeouts", parse_timeouts).unwrap_or_default();
     let retries = t
         .get("retries")
         .and_then(|f| f.int_in(r, 0, 10))
@@ -61,10 +52,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         .get("max_idle_per_server")
         .and_then(|f| f.int_in(r, 0, 100_000))
         .unwrap_or(64) as usize;
-    let idle_timeout = t
-        .get("idle_timeout")
-        .and_then(|f| f.positive_duration(r))
-        .unwrap_or(std::time::Duration::from_secs(60));
+    let idle_timeout = t.duration_or(r, "idle_timeout", Duration::from_secs(60));
     t.finish(r);
     let pool = Pool {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -156,8 +144,8 @@ fn parse_health(mut t: Table, r: &mut Report) -> HealthCheck {
     };
     let check = HealthCheck {
         probe,
-        interval: duration_or(&mut t, r, "interval", 5),
-        timeout: duration_or(&mut t, r, "timeout", 2),
+        interval: t.duration_or(r, "interval", Duration::from_secs(5)),
+        timeout: t.duration_or(r, "timeout", Duration::from_secs(2)),
         rise: t.get("rise").and_then(|f| f.int_in(r, 1, 100)).unwrap_or(2) as u32,
         fall: t.get("fall").and_then(|f| f.int_in(r, 1, 100)).unwrap_or(3) as u32,
     };
@@ -193,12 +181,6 @@ fn parse_http_probe(t: &mut Table, r: &mut Report) -> HttpProbe {
             .and_then(|f| f.str(r))
             .map(str::to_string),
     }
-}
-
-fn duration_or(t: &mut Table, r: &mut Report, key: &'static str, secs: u64) -> std::time::Duration {
-    t.get(key)
-        .and_then(|f| f.positive_duration(r))
-        .unwrap_or(std::time::Duration::from_secs(secs))
 }
 
 fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> UpstreamTls {
@@ -297,14 +279,8 @@ pub(crate) fn existing_file(f: &Field, r: &mut Report, base: &Path) -> Option<st
 fn parse_timeouts(mut t: Table, r: &mut Report) -> PoolTimeouts {
     let d = PoolTimeouts::default();
     let timeouts = PoolTimeouts {
-        connect: t
-            .get("connect")
-            .and_then(|f| f.positive_duration(r))
-            .unwrap_or(d.connect),
-        server: t
-            .get("server")
-            .and_then(|f| f.positive_duration(r))
-            .unwrap_or(d.server),
+        connect: t.duration_or(r, "connect", d.connect),
+        server: t.duration_or(r, "server", d.server),
     };
     t.finish(r);
     timeouts

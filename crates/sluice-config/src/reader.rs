@@ -256,6 +256,29 @@ impl<'a, 'i> Table<'a, 'i> {
         self.get(key)
     }
 
+    /// An optional sub-table, read by `parse`.
+    pub(crate) fn section<T>(
+        &mut self,
+        r: &mut Report,
+        key: &'static str,
+        parse: impl FnOnce(Table<'a, 'i>, &mut Report) -> T,
+    ) -> Option<T> {
+        let table = self.get(key)?.table(r)?;
+        Some(parse(table, r))
+    }
+
+    /// An optional positive duration, else `default`.
+    pub(crate) fn duration_or(
+        &mut self,
+        r: &mut Report,
+        key: &'static str,
+        default: Duration,
+    ) -> Duration {
+        self.get(key)
+            .and_then(|f| f.positive_duration(r))
+            .unwrap_or(default)
+    }
+
     /// Reports every key that no reader asked for.
     pub(crate) fn finish(self, r: &mut Report) {
         for (key, _) in self.table.iter() {

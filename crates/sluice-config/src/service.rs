@@ -48,21 +48,12 @@ fn parse_service(
         .and_then(|f| f.choice(r, &[("http", Mode::Http)]))
         .unwrap_or(Mode::Http);
     let default_pool = t.get("default_pool").and_then(|f| pool_ref(&f, r, pools));
-    let tls = t
-        .get("tls")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_tls(h, r, base));
-    let timeouts = t
-        .get("timeouts")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_timeouts(h, r))
-        .unwrap_or_default();
+    let tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
+    let timeouts = t.section(r, "timeouts", parse_timeouts).unwrap_or_default();
     let routes = parse_routes(&mut t, r, pools);
     let x_forwarded = t.get("x_forwarded").and_then(|f| f.bool(r)).unwrap_or(true);
     let sorry = t
-        .get("sorry")
-        .and_then(|f| f.table(r))
-        .map(|h| parse_sorry(h, r, base))
+        .section(r, "sorry", |h, r| parse_sorry(h, r, base))
         .unwrap_or_default();
     t.finish(r);
     let service = Service {
@@ -149,15 +140,10 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
 
 fn parse_timeouts(mut t: Table, r: &mut Report) -> ServiceTimeouts {
     let d = ServiceTimeouts::default();
-    let mut get = |key, default| {
-        t.get(key)
-            .and_then(|f| f.positive_duration(r))
-            .unwrap_or(default)
-    };
     let timeouts = ServiceTimeouts {
-        client_idle: get("client_idle", d.client_idle),
-        request_header: get("request_header", d.request_header),
-        tls_handshake: get("tls_handshake", d.tls_handshake),
+        client_idle: t.duration_or(r, "client_idle", d.client_idle),
+        request_header: t.duration_or(r, "request_header", d.request_header),
+        tls_handshake: t.duration_or(r, "tls_handshake", d.tls_handshake),
     };
     t.finish(r);
     timeouts

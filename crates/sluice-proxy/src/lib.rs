@@ -194,31 +194,33 @@ fn spawn_probes(pool: &Arc<PoolRt>, tasks: &mut JoinSet<()>) {
         let connector = pool.connector.clone();
         let addr = server.cfg.address;
         let health = server.health.clone();
+        let every = (check.interval, check.timeout);
         match &check.probe {
-            Probe::Tcp => {
-                let probe = probe::TcpCheck { connector, addr };
-                tasks.spawn(run_probes(
-                    probe,
-                    health,
-                    check.interval,
-                    check.timeout,
-                    on_change,
-                ));
-            }
+            Probe::Tcp => spawn_probe(
+                tasks,
+                probe::TcpCheck { connector, addr },
+                health,
+                every,
+                on_change,
+            ),
             Probe::Http(http) => {
                 let probe = probe::HttpCheck {
                     connector,
                     addr,
                     probe: http.clone(),
                 };
-                tasks.spawn(run_probes(
-                    probe,
-                    health,
-                    check.interval,
-                    check.timeout,
-                    on_change,
-                ));
+                spawn_probe(tasks, probe, health, every, on_change);
             }
         }
     }
+}
+
+fn spawn_probe<P: sluice_health::Probe>(
+    tasks: &mut JoinSet<()>,
+    probe: P,
+    health: Arc<sluice_health::ServerHealth>,
+    (interval, timeout): (Duration, Duration),
+    on_change: impl Fn(Transition, Option<String>) + Send + 'static,
+) {
+    tasks.spawn(run_probes(probe, health, interval, timeout, on_change));
 }
