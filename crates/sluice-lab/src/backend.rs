@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::chunked::ChannelBody;
+use crate::bodies::{ChannelBody, Filler};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -155,7 +155,10 @@ async fn answer(
     hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let (status, body) = match path.as_str() {
-        "/download" => (StatusCode::OK, download(query(&req, "bytes").unwrap_or(0))),
+        "/download" => (
+            StatusCode::OK,
+            Filler::new(query(&req, "bytes").unwrap_or(0)).boxed_unsync(),
+        ),
         "/upload" => {
             let mut received = 0usize;
             let mut body = req.into_body();
@@ -200,22 +203,6 @@ async fn answer(
     Ok(response)
 }
 
-fn download(bytes: u64) -> Body {
-    static BLOCK: [u8; 65536] = [b'x'; 65536];
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(BLOCK.len() as u64) as usize;
-            if tx.send(Bytes::from_static(&BLOCK[..n])).await.is_err() {
-                return;
-            }
-            left -= n as u64;
-        }
-    });
-    sized(ChannelBody(rx), bytes)
-}
-
 fn chunks(n: u64, ms: u64) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
@@ -229,23 +216,4 @@ fn chunks(n: u64, ms: u64) -> Body {
         }
     });
     ChannelBody(rx).boxed_unsync()
-}
-
-/// A streamed body that declares its length, so it goes out with Content-Length.
-fn sized(body: ChannelBody, len: u64) -> Body {
-    struct Sized(ChannelBody, u64);
-    impl http_body::Body for Sized {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-            std::pin::Pin::new(&mut self.0).poll_frame(cx)
-        }
-        fn size_hint(&self) -> http_body::SizeHint {
-            http_body::SizeHint::with_exact(self.1)
-        }
-    }
-    Sized(body, len).boxed_unsync()
 }

@@ -97,33 +97,10 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// A body of `len` filler bytes made frame by frame (64 KiB each) as it is sent, with its
-/// length declared, so an upload of any size costs no memory.
+/// A body of `len` filler bytes made as it is sent, with its length declared, so an
+/// upload of any size costs no memory.
 pub fn generated(len: u64) -> Body {
-    struct Generated(u64);
-    impl http_body::Body for Generated {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-            static BLOCK: [u8; 65536] = [b'u'; 65536];
-            if self.0 == 0 {
-                return std::task::Poll::Ready(None);
-            }
-            let n = self.0.min(BLOCK.len() as u64) as usize;
-            self.0 -= n as u64;
-            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-                &BLOCK[..n],
-            )))))
-        }
-        fn size_hint(&self) -> http_body::SizeHint {
-            http_body::SizeHint::with_exact(self.0)
-        }
-        fn is_end_stream(&self) -> bool {
-            self.0 == 0
-        }
-    }
-    Generated(len).boxed_unsync()
+    crate::bodies::Filler::new(len)
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }

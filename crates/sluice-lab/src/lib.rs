@@ -3,8 +3,8 @@
 //! started again on the same port, so tests can kill a server under sluice.
 
 pub mod backend;
+mod bodies;
 pub mod certs;
-mod chunked;
 pub mod client;
 
 pub use backend::Backend;

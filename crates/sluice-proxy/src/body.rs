@@ -186,7 +186,7 @@ pub enum ProxyBody {
     /// Made by sluice itself (errors, the sorry page).
     Local {
         data: Option<Bytes>,
-        _phase: Option<RequestPhase>,
+        _phase: RequestPhase,
     },
     /// Relayed from a server.
     Relayed {
@@ -199,7 +199,7 @@ impl ProxyBody {
     pub fn local(data: impl Into<Bytes>, phase: RequestPhase) -> Self {
         ProxyBody::Local {
             data: Some(data.into()),
-            _phase: Some(phase),
+            _phase: phase,
         }
     }
 
