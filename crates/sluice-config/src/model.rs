@@ -155,6 +155,10 @@ pub struct Pool {
     pub max_idle_per_server: usize,
     /// Idle keep-alive connections older than this are closed instead of reused.
     pub idle_timeout: Duration,
+    /// Give a client connection its own server connection once connection-bound
+    /// authentication (NTLM, Negotiate) is seen on it. Off: such server connections are
+    /// closed after the exchange instead of being shared.
+    pub pin_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

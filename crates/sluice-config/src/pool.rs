@@ -53,6 +53,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         .and_then(|f| f.int_in(r, 0, 100_000))
         .unwrap_or(64) as usize;
     let idle_timeout = t.duration_or(r, "idle_timeout", Duration::from_secs(60));
+    let pin_auth = t.get("pin_auth").and_then(|f| f.bool(r)).unwrap_or(true);
     t.finish(r);
     let pool = Pool {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -64,6 +65,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         retries,
         max_idle_per_server,
         idle_timeout,
+        pin_auth,
     };
     (pool, name)
 }

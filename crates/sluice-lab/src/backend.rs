@@ -7,6 +7,7 @@
 //! | `/chunks?n=N&ms=M` | chunked response: N chunks `chunk i\n`, M ms apart |
 //! | `/headers` | the request's headers, one `name: value` a line |
 //! | `/status/N` | status N |
+//! | `/whoami` | the user this connection authenticated as (see [`crate::conn_auth`]), else 401 |
 //! | anything else | `NAME\n` |
 //!
 //! Every response carries `X-Server: NAME`.
@@ -29,6 +30,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::bodies::{ChannelBody, Filler};
+use crate::conn_auth::{ConnAuth, Verdict};
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -82,7 +84,10 @@ impl Backend {
                 connections.fetch_add(1, Ordering::Relaxed);
                 let (name, hits, tls) = (name.clone(), hits.clone(), tls.clone());
                 conns.spawn(async move {
-                    let svc = service_fn(move |req| answer(name.clone(), hits.clone(), req));
+                    let auth = Arc::new(Mutex::new(ConnAuth::default()));
+                    let svc = service_fn(move |req| {
+                        answer(name.clone(), hits.clone(), auth.clone(), req)
+                    });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
                         None => {
@@ -150,10 +155,19 @@ fn full(text: impl Into<Bytes>) -> Body {
 async fn answer(
     name: String,
     hits: Arc<AtomicU64>,
+    auth: Arc<Mutex<ConnAuth>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
+    if path == "/whoami" {
+        let credentials = req.headers().get("authorization");
+        let verdict = auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .step(credentials.and_then(|v| v.to_str().ok()));
+        return Ok(identify(&name, verdict));
+    }
     let (status, body) = match path.as_str() {
         "/download" => (
             StatusCode::OK,
@@ -196,11 +210,37 @@ async fn answer(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        "x-server",
-        name.parse().unwrap_or(http::HeaderValue::from_static("?")),
-    );
+    response
+        .headers_mut()
+        .insert("x-server", header_value(&name));
     Ok(response)
+}
+
+/// The answer to `/whoami`: the connection's user, or a challenge.
+fn identify(name: &str, verdict: Verdict) -> Response<Body> {
+    let mut response = Response::new(full(""));
+    let headers = response.headers_mut();
+    headers.insert("x-server", header_value(name));
+    match verdict {
+        Verdict::User { name, persistent } => {
+            headers.insert("x-identity", header_value(&name));
+            if persistent {
+                headers.insert("persistent-auth", http::HeaderValue::from_static("true"));
+            }
+            *response.body_mut() = full(format!("{name}\n"));
+        }
+        Verdict::Challenge(offers) => {
+            for offer in offers {
+                headers.append("www-authenticate", header_value(&offer));
+            }
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+        }
+    }
+    response
+}
+
+fn header_value(text: &str) -> http::HeaderValue {
+    text.parse().unwrap_or(http::HeaderValue::from_static("?"))
 }
 
 fn chunks(n: u64, ms: u64) -> Body {

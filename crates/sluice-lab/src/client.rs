@@ -47,6 +47,11 @@ impl Client {
         })
     }
 
+    /// Whether the connection has ended (closed by the other side or failed).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// The `Host` header to send from now on.
     pub fn host(mut self, host: &str) -> Self {
         self.host = host.to_string();

@@ -6,6 +6,7 @@ pub mod backend;
 mod bodies;
 pub mod certs;
 pub mod client;
+pub mod conn_auth;
 
 pub use backend::Backend;
 pub use certs::TestCert;

@@ -100,6 +100,9 @@ pub struct Record {
     pub t_response: Option<Duration>,
     pub t_total: Option<Duration>,
     pub end: &'static str,
+    /// The request went over, or started, a server connection owned by its client
+    /// connection (NTLM/Negotiate).
+    pub pinned: bool,
 }
 
 impl Record {
@@ -137,7 +140,7 @@ impl Record {
                 }
             }
         }
-        let _ = writeln!(s, " end={}", self.end);
+        let _ = writeln!(s, " pinned={} end={}", u8::from(self.pinned), self.end);
         s
     }
 }
@@ -188,13 +191,14 @@ mod tests {
             t_headers: Some(Duration::from_millis(1)),
             t_connect: Some(Duration::ZERO),
             end: "done",
+            pinned: true,
             ..Record::default()
         };
         assert_eq!(
             r.to_line(),
             "1970-01-01T00:00:01.500Z client=127.0.0.1:5000 service=mail route=ews pool=ews server=cas1 \
              method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 status=200 in=10 out=20 \
-             t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- end=done\n"
+             t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- pinned=1 end=done\n"
         );
     }
 }

@@ -17,8 +17,9 @@ use tokio::time::Sleep;
 
 use crate::access_log::{AccessLog, Record};
 use crate::conn_io::RequestPhase;
-use crate::state::{ActiveGuard, ServerRt};
-use crate::upstream::{BoxError, Sender};
+use crate::pinning::{Leased, Reuse};
+use crate::state::ActiveGuard;
+use crate::upstream::BoxError;
 
 /// What both directions of one request share.
 pub struct Exchange {
@@ -146,9 +147,8 @@ impl Body for Metered {
 
 /// Closes the books on one proxied request when its response ends.
 pub struct Finish {
-    pub server: Arc<ServerRt>,
-    pub sender: Sender,
-    pub max_idle: usize,
+    pub leased: Leased,
+    pub reuse: Reuse,
     pub active: ActiveGuard,
     pub record: Record,
     pub exchange: Arc<Exchange>,
@@ -159,9 +159,8 @@ pub struct Finish {
 impl Finish {
     pub fn complete(self, end: &'static str) {
         let Finish {
-            server,
-            sender,
-            max_idle,
+            leased,
+            reuse,
             active,
             mut record,
             exchange,
@@ -169,7 +168,7 @@ impl Finish {
             phase,
         } = self;
         if end == "done" {
-            server.idle.checkin(sender, max_idle);
+            reuse.settle(leased);
         }
         drop(active);
         record.end = end;

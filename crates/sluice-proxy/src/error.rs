@@ -22,6 +22,14 @@ pub enum ProxyError {
     /// Server: the exchange failed after the request was handed over.
     #[error("server {server} failed: {reason}")]
     ServerFailed { server: String, reason: String },
+    /// Server: the connection pinned to this client (NTLM/Negotiate) is gone; the request
+    /// is not re-sent elsewhere, and the client connection is closed.
+    #[error("pinned connection to {server} lost: {reason}")]
+    PinnedLost { server: String, reason: String },
+    /// Client: connection-bound authentication over HTTP/2, which cannot be pinned; the
+    /// stream is reset with HTTP_1_1_REQUIRED so the client retries over HTTP/1.1.
+    #[error("NTLM/Negotiate over HTTP/2: HTTP/1.1 required")]
+    Http11Required,
     /// Client: the request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -32,7 +40,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::ServerFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. }
+            | ProxyError::ServerFailed { .. }
+            | ProxyError::PinnedLost { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Http11Required => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -46,6 +57,8 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect_failed",
             ProxyError::ServerTimeout { .. } => "server_timeout",
             ProxyError::ServerFailed { .. } => "server_failed",
+            ProxyError::PinnedLost { .. } => "pinned_lost",
+            ProxyError::Http11Required => "http11_required",
             ProxyError::BadRequest(_) => "bad_request",
         }
     }

@@ -1,12 +1,11 @@
 //! One request through the balancer: route it, choose a server, send it over a reused or
 //! new connection (retrying elsewhere while that is safe), and relay the response.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -20,9 +19,10 @@ use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
 use crate::conn_io::{ConnPhase, RequestPhase};
 use crate::error::ProxyError;
 use crate::headers::{add_forwarded, remove_hop_by_hop};
+use crate::pinning::{self, Leased, PinSlot, Pinned, Reuse};
 use crate::routing;
 use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
-use crate::upstream::{Sender, UpstreamBody};
+use crate::upstream::UpstreamBody;
 
 /// What a request handler knows about the client connection it serves.
 pub struct ConnCtx {
@@ -32,6 +32,9 @@ pub struct ConnCtx {
     pub tls: bool,
     /// Header and idle deadlines, tracked on HTTP/1 connections only.
     pub phase: Option<Arc<ConnPhase>>,
+    /// The pinned server connection of an HTTP/1 client connection. HTTP/2 connections
+    /// have none: their streams cannot share one HTTP/1.1 server connection.
+    pub pins: Option<Arc<PinSlot>>,
     pub log: AccessLog,
 }
 
@@ -44,16 +47,17 @@ impl ConnCtx {
 /// The server side of a request that got its response headers.
 struct Answered {
     response: Response<Incoming>,
-    server: Arc<ServerRt>,
-    sender: Sender,
+    leased: Leased,
     active: ActiveGuard,
     pool: Arc<PoolRt>,
+    /// The request carried NTLM/Negotiate credentials.
+    auth: bool,
 }
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, h2::Error> {
     let (phase, first_byte) = match &ctx.phase {
         Some(p) => {
             let (guard, at) = p.begin_request();
@@ -79,6 +83,11 @@ pub async fn handle(
     let exchange = Exchange::new(start);
     match forward(&ctx, req, &mut record, &exchange).await {
         Ok(answered) => Ok(relay(&ctx, answered, record, exchange, phase)),
+        Err(ProxyError::Http11Required) if ctx.pins.is_none() => {
+            let e = ProxyError::Http11Required;
+            drop(local_error(&ctx, &e, record, &exchange, phase));
+            Err(h2::Error::from(h2::Reason::HTTP_1_1_REQUIRED))
+        }
         Err(e) => Ok(local_error(&ctx, &e, record, &exchange, phase)),
     }
 }
@@ -94,8 +103,29 @@ async fn forward(
     record.route = route.map(str::to_string);
     let pool = ctx.snapshot.pools[pool].clone();
     record.pool = Some(pool.cfg.name.clone());
+    let auth = pinning::request_binds(req.headers());
+    if auth && pool.cfg.pin_auth && ctx.pins.is_none() {
+        return Err(ProxyError::Http11Required);
+    }
+    // A pinned connection serves this request only if its server is in the request's
+    // pool; otherwise it is closed here and the request is balanced as usual.
+    let pinned = ctx.pins.as_ref().and_then(|slot| slot.take()).filter(|p| {
+        pool.servers
+            .iter()
+            .any(|s| s.cfg.address == p.server.cfg.address)
+    });
     let (req, replay) = prepare(ctx, req, exchange)?;
-    send(pool, req, replay, record, exchange).await
+    let (response, leased, active) = match pinned {
+        Some(pinned) => send_pinned(pinned, &pool, req, record, exchange).await?,
+        None => send(&pool, req, replay, record, exchange).await?,
+    };
+    Ok(Answered {
+        response,
+        leased,
+        active,
+        pool,
+        auth,
+    })
 }
 
 /// Rewrites a client request for the server: hop-by-hop headers out, forwarding headers
@@ -151,13 +181,44 @@ fn copy_head(head: &Parts) -> Parts {
 /// under it, on top of the pool's retries.
 const STALE_RESENDS: u32 = 3;
 
+/// A request over the connection its client connection owns: no retry, no other
+/// server. Losing it is the client's loss too (see `local_error`).
+async fn send_pinned(
+    mut pinned: Pinned,
+    pool: &PoolRt,
+    req: Request<UpstreamBody>,
+    record: &mut Record,
+    exchange: &Arc<Exchange>,
+) -> Result<Sent, ProxyError> {
+    record.pinned = true;
+    let server = pinned.server.clone();
+    record.server = Some(server.cfg.name.clone());
+    let active = server.begin();
+    let limit = pool.cfg.timeouts.server;
+    let sent = pinned.sender().try_send_request(req);
+    match await_response(sent, exchange, limit).await {
+        Some(Ok(response)) => Ok((response, Leased::Pinned(pinned), active)),
+        Some(Err(e)) => Err(ProxyError::PinnedLost {
+            server: server.cfg.name.clone(),
+            reason: e.into_error().to_string(),
+        }),
+        None => Err(ProxyError::ServerTimeout {
+            server: server.cfg.name.clone(),
+            after: limit,
+        }),
+    }
+}
+
+/// A response's head, the connection it came over, and the server's request count.
+type Sent = (Response<Incoming>, Leased, ActiveGuard);
+
 async fn send(
-    pool: Arc<PoolRt>,
+    pool: &Arc<PoolRt>,
     req: Request<UpstreamBody>,
     replay: Option<Parts>,
     record: &mut Record,
     exchange: &Arc<Exchange>,
-) -> Result<Answered, ProxyError> {
+) -> Result<Sent, ProxyError> {
     let attempts = 1 + pool.cfg.retries as usize;
     let mut tried: Vec<usize> = Vec::new();
     let mut pending = Some(req);
@@ -173,12 +234,12 @@ async fn send(
         record.server = Some(server.cfg.name.clone());
         let active = server.begin();
         let connecting = Instant::now();
-        let (mut sender, reused) = match server.idle.checkout(pool.cfg.idle_timeout) {
+        let (mut conn, reused) = match server.idle.checkout(pool.cfg.idle_timeout) {
             Some(s) => (s, true),
             None => match pool.connector.open(server.cfg.address).await {
                 Ok(s) => (s, false),
                 Err(reason) => {
-                    passive_failure(&pool, &server, &reason);
+                    passive_failure(pool, &server, &reason);
                     tried.push(index);
                     last_error = Some(ProxyError::Connect {
                         server: server.cfg.name.clone(),
@@ -194,7 +255,7 @@ async fn send(
         };
         let sending = Instant::now();
         let outcome = await_response(
-            sender.try_send_request(request),
+            conn.sender.try_send_request(request),
             exchange,
             pool.cfg.timeouts.server,
         )
@@ -202,13 +263,7 @@ async fn send(
         match outcome {
             Some(Ok(response)) => {
                 record.t_response = Some(sending.elapsed());
-                return Ok(Answered {
-                    response,
-                    server,
-                    sender,
-                    active,
-                    pool,
-                });
+                return Ok((response, Leased::Shared { server, conn }, active));
             }
             Some(Err(mut e)) => {
                 let unsent = e.take_message();
@@ -221,7 +276,7 @@ async fn send(
                 }
                 if let Some(req) = unsent {
                     let reason = e.into_error().to_string();
-                    passive_failure(&pool, &server, &reason);
+                    passive_failure(pool, &server, &reason);
                     tried.push(index);
                     pending = Some(req);
                     last_error = Some(ProxyError::Connect {
@@ -307,12 +362,21 @@ fn relay(
 ) -> Response<ProxyBody> {
     let Answered {
         response,
-        server,
-        sender,
+        leased,
         active,
         pool,
+        auth,
     } = answered;
     let (mut parts, body) = response.into_parts();
+    let binds = auth || leased.is_pinned() || pinning::response_binds(parts.status, &parts.headers);
+    let reuse = match &ctx.pins {
+        _ if !binds => Reuse::Pool {
+            max_idle: pool.cfg.max_idle_per_server,
+        },
+        Some(slot) if pool.cfg.pin_auth => Reuse::Pin(slot.clone()),
+        _ => Reuse::Close,
+    };
+    record.pinned = matches!(reuse, Reuse::Pin(_));
     remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status.as_u16();
     let body = Metered::new(
@@ -322,9 +386,8 @@ fn relay(
         pool.cfg.timeouts.server,
     );
     let finish = Finish {
-        server,
-        sender,
-        max_idle: pool.cfg.max_idle_per_server,
+        leased,
+        reuse,
         active,
         record,
         exchange,
@@ -370,6 +433,11 @@ fn local_error(
     let mut response = Response::new(ProxyBody::local(body, phase));
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    if record.pinned {
+        // The pinned server connection went with this error: the client connection,
+        // whose authentication lived in it, must end too.
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&content_type) {
         headers.insert(CONTENT_TYPE, v);
     }

@@ -12,6 +12,7 @@ mod error;
 mod forward;
 mod headers;
 mod listener;
+mod pinning;
 mod probe;
 mod routing;
 mod state;
@@ -56,6 +57,8 @@ pub struct ServerStatus {
     pub server: String,
     pub up: bool,
     pub active: u64,
+    /// Server connections pinned to one client connection (NTLM/Negotiate).
+    pub pinned: u64,
     pub last_failure: Option<String>,
 }
 
@@ -149,6 +152,7 @@ impl Proxy {
                     server: s.cfg.name.clone(),
                     up: s.health.is_up(),
                     active: s.active(),
+                    pinned: s.pinned(),
                     last_failure: s.health.last_failure(),
                 })
             })

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::access_log::{AccessLog, Record};
 use crate::conn_io::{ConnPhase, PhaseIo, WaitTimeout};
 use crate::forward::{handle, ConnCtx};
+use crate::pinning::PinSlot;
 use crate::state::Snapshot;
 use crate::stream::Stream;
 
@@ -134,12 +135,15 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
         }
     };
     let phase = (!h2).then(ConnPhase::new);
+    let pins = (!h2).then(|| Arc::new(PinSlot::default()));
+    let pin_lost = pins.as_ref().map(|p| p.lost.clone());
     let conn_ctx = Arc::new(ConnCtx {
         snapshot: snapshot.clone(),
         service: ctx.service,
         client,
         tls: ctx.tls.is_some(),
         phase: phase.clone(),
+        pins,
         log: ctx.log.clone(),
     });
     let report = timeout_reporter(&conn_ctx);
@@ -172,9 +176,21 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut shutdown = ctx.shutdown.clone();
+    let pin_lost = async {
+        match pin_lost {
+            Some(lost) => lost.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        // Either way the connection ends once its request in progress (if any) is done.
         _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = pin_lost => {
+            tracing::debug!(%client, "pinned server connection closed; closing the client's");
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -16,12 +16,18 @@ pub struct ServerRt {
     pub cfg: Server,
     pub health: Arc<ServerHealth>,
     active: AtomicU64,
+    /// Server connections owned by one client connection (connection-bound auth).
+    pub pinned: AtomicU64,
     pub idle: IdlePool,
 }
 
 impl ServerRt {
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn pinned(&self) -> u64 {
+        self.pinned.load(Ordering::Relaxed)
     }
 
     fn can_take(&self) -> bool {
@@ -69,6 +75,7 @@ impl PoolRt {
                     cfg: s.clone(),
                     health: Arc::new(ServerHealth::new(rise, fall)),
                     active: AtomicU64::new(0),
+                    pinned: AtomicU64::new(0),
                     idle: IdlePool::default(),
                 })
             })

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::stream::{ServerStream, Stream};
 
@@ -19,6 +20,20 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every request body sent to a server has this type.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// One HTTP/1.1 connection to a server.
+pub struct ServerConn {
+    pub sender: Sender,
+    /// Completes when the connection has ended, whoever closed it. Taken by whoever must
+    /// react to that (a pinned client connection closes with its server connection).
+    pub closed: Option<oneshot::Receiver<()>>,
+}
+
+impl ServerConn {
+    pub fn is_ready(&self) -> bool {
+        self.sender.is_ready()
+    }
+}
 
 /// How a pool reaches its servers.
 #[derive(Clone)]
@@ -68,51 +83,56 @@ impl Connector {
     }
 
     /// A new HTTP/1.1 connection; its driver runs as its own task until the connection ends.
-    pub async fn open(&self, addr: SocketAddr) -> Result<Sender, String> {
+    pub async fn open(&self, addr: SocketAddr) -> Result<ServerConn, String> {
         let stream = self.connect(addr).await?;
         handshake(stream).await
     }
 }
 
-pub async fn handshake(stream: ServerStream) -> Result<Sender, String> {
+pub async fn handshake(stream: ServerStream) -> Result<ServerConn, String> {
     let (sender, conn) = http1::Builder::new()
         .preserve_header_case(true)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
+    let (ended, closed) = oneshot::channel();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("server connection ended: {e}");
         }
+        let _ = ended.send(());
     });
-    Ok(sender)
+    Ok(ServerConn {
+        sender,
+        closed: Some(closed),
+    })
 }
 
 /// Idle keep-alive connections to one server, most recently used last.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(ServerConn, Instant)>>,
 }
 
 impl IdlePool {
     /// A ready idle connection younger than `max_age`, if any. Stale ones are dropped.
-    pub fn checkout(&self, max_age: Duration) -> Option<Sender> {
+    pub fn checkout(&self, max_age: Duration) -> Option<ServerConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if sender.is_ready() && since.elapsed() < max_age {
-                return Some(sender);
+        while let Some((conn, since)) = idle.pop() {
+            if conn.is_ready() && since.elapsed() < max_age {
+                return Some(conn);
             }
         }
         None
     }
 
-    pub fn checkin(&self, sender: Sender, max_idle: usize) {
-        if !sender.is_ready() {
+    pub fn checkin(&self, conn: ServerConn, max_idle: usize) {
+        if !conn.is_ready() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push((conn, Instant::now()));
         }
     }
 }

@@ -5,6 +5,7 @@ mod balancing;
 mod errors;
 mod harness;
 mod health;
+mod pinning;
 mod routing;
 mod streaming;
 mod tls;

@@ -132,3 +132,56 @@ async fn re_encryption_accepts_the_pinned_fingerprint_and_refuses_another() {
     }
     assert_eq!(backend.hits(), 1, "the refused server never saw a request");
 }
+
+#[tokio::test]
+async fn ntlm_over_http2_is_sent_back_to_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = TestCert::new(&["mail.example.com"]);
+    mail.write(dir.path(), "mail");
+    let backend = Backend::start("cas1").await;
+    let config = format!(
+        "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n[service.tls]\ncertificates = [{{ cert = \"mail.pem\", key = \"mail.key\" }}]\n{}",
+        pool("p", &[("cas1", backend.addr)], "")
+    );
+    let lb = start_in(&config, dir.path()).await;
+    let tls = handshake(
+        lb.addr,
+        client_config(&[&mail], &[b"h2"]),
+        "mail.example.com",
+    )
+    .await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let get = |auth: Option<&str>| {
+        let mut req = Request::get("https://mail.example.com/whoami");
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        req.body(Empty::<Bytes>::new()).unwrap()
+    };
+    // The challenge itself passes (its server connection is then closed, not shared)...
+    let challenge = sender.send_request(get(None)).await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    // ...but the handshake must move to HTTP/1.1, where the connection can be pinned.
+    let err = sender
+        .send_request(get(Some("NTLM negotiate")))
+        .await
+        .expect_err("the stream is reset");
+    let reason = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    assert_eq!(reason, Some(h2::Reason::HTTP_1_1_REQUIRED), "{err:?}");
+    assert_eq!(
+        backend.hits(),
+        1,
+        "the NTLM message never reached the server"
+    );
+    let lines = lb.log_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("end=http11_required")),
+        "{lines:?}"
+    );
+}
