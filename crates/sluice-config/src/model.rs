@@ -56,6 +56,16 @@ pub struct Service {
     pub x_forwarded: bool,
     /// Answer sent when a pool has no server left to take a request.
     pub sorry: Sorry,
+    /// What to do with `Expect: 100-continue`.
+    pub expect: ExpectMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectMode {
+    /// Pass it to the server and hold the body until the server's 100 (or a wait).
+    Forward,
+    /// Answer 100 at once and send the body with the request.
+    Answer,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +89,9 @@ pub struct ServiceTimeouts {
     /// The request line and headers must arrive within this time (408 otherwise).
     pub request_header: Duration,
     pub tls_handshake: Duration,
+    /// With `Expect: 100-continue` forwarded: how long to wait for the server's 100
+    /// before sending the body anyway.
+    pub expect_continue: Duration,
 }
 
 impl Default for ServiceTimeouts {
@@ -87,6 +100,7 @@ impl Default for ServiceTimeouts {
             client_idle: Duration::from_secs(300),
             request_header: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(10),
+            expect_continue: Duration::from_secs(2),
         }
     }
 }

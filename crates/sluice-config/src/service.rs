@@ -55,6 +55,18 @@ fn parse_service(
     let sorry = t
         .section(r, "sorry", |h, r| parse_sorry(h, r, base))
         .unwrap_or_default();
+    let expect = t
+        .get("expect")
+        .and_then(|f| {
+            f.choice(
+                r,
+                &[
+                    ("forward", ExpectMode::Forward),
+                    ("answer", ExpectMode::Answer),
+                ],
+            )
+        })
+        .unwrap_or(ExpectMode::Forward);
     t.finish(r);
     let service = Service {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -66,6 +78,7 @@ fn parse_service(
         routes,
         x_forwarded,
         sorry,
+        expect,
     };
     (service, name, listen_names)
 }
@@ -144,6 +157,7 @@ fn parse_timeouts(mut t: Table, r: &mut Report) -> ServiceTimeouts {
         client_idle: t.duration_or(r, "client_idle", d.client_idle),
         request_header: t.duration_or(r, "request_header", d.request_header),
         tls_handshake: t.duration_or(r, "tls_handshake", d.tls_handshake),
+        expect_continue: t.duration_or(r, "expect_continue", d.expect_continue),
     };
     t.finish(r);
     timeouts

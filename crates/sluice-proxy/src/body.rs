@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use crate::access_log::{AccessLog, Record};
 use crate::conn_io::RequestPhase;
+use crate::expect::GateHandle;
 use crate::pinning::{Leased, Reuse};
 use crate::state::ActiveGuard;
 use crate::upstream::BoxError;
@@ -149,6 +150,7 @@ impl Body for Metered {
 pub struct Finish {
     pub leased: Leased,
     pub reuse: Reuse,
+    pub gate: Option<GateHandle>,
     pub active: ActiveGuard,
     pub record: Record,
     pub exchange: Arc<Exchange>,
@@ -161,6 +163,7 @@ impl Finish {
         let Finish {
             leased,
             reuse,
+            gate,
             active,
             mut record,
             exchange,
@@ -169,6 +172,9 @@ impl Finish {
         } = self;
         if end == "done" {
             reuse.settle(leased);
+        }
+        if let Some(gate) = gate {
+            gate.release();
         }
         drop(active);
         record.end = end;

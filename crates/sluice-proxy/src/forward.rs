@@ -5,19 +5,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPECT, HOST};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
-use sluice_config::Service;
+use sluice_config::{ExpectMode, Service};
 
 use crate::access_log::{AccessLog, Record};
 use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
 use crate::conn_io::{ConnPhase, RequestPhase};
 use crate::error::ProxyError;
+use crate::expect::{self, GateHandle};
 use crate::headers::{add_forwarded, remove_hop_by_hop};
 use crate::pinning::{self, Leased, PinSlot, Pinned, Reuse};
 use crate::routing;
@@ -52,6 +53,8 @@ struct Answered {
     pool: Arc<PoolRt>,
     /// The request carried NTLM/Negotiate credentials.
     auth: bool,
+    /// The request body's `Expect: 100-continue` gate, if it has one.
+    gate: Option<GateHandle>,
 }
 
 pub async fn handle(
@@ -114,7 +117,7 @@ async fn forward(
             .iter()
             .any(|s| s.cfg.address == p.server.cfg.address)
     });
-    let (req, replay) = prepare(ctx, req, exchange)?;
+    let (req, replay, gate) = prepare(ctx, req, exchange)?;
     let (response, leased, active) = match pinned {
         Some(pinned) => send_pinned(pinned, &pool, req, record, exchange).await?,
         None => send(&pool, req, replay, record, exchange).await?,
@@ -125,17 +128,21 @@ async fn forward(
         active,
         pool,
         auth,
+        gate,
     })
 }
 
+/// A request ready for the server, its head again when it has no body (to re-send it if
+/// a reused connection turns out to be dead), and its `Expect: 100-continue` gate.
+type Prepared = (Request<UpstreamBody>, Option<Parts>, Option<GateHandle>);
+
 /// Rewrites a client request for the server: hop-by-hop headers out, forwarding headers
-/// in, origin-form target, HTTP/1.1. Also returns the request head again when the request
-/// has no body, so it can be re-sent if a reused connection turns out to be dead.
+/// in, origin-form target, HTTP/1.1, `Expect` forwarded or answered.
 fn prepare(
     ctx: &ConnCtx,
     req: Request<Incoming>,
     exchange: &Arc<Exchange>,
-) -> Result<(Request<UpstreamBody>, Option<Parts>), ProxyError> {
+) -> Result<Prepared, ProxyError> {
     let service = ctx.service();
     let (mut parts, body) = req.into_parts();
     let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
@@ -161,9 +168,26 @@ fn prepare(
         .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
     parts.version = Version::HTTP_11;
     let replay = body.is_end_stream().then(|| copy_head(&parts));
+    let expects = !body.is_end_stream() && expect::expects_continue(&parts.headers);
     let idle = service.timeouts.client_idle;
     let body = Metered::new(body, exchange.clone(), Direction::Upload, idle).boxed_unsync();
-    Ok((Request::from_parts(parts, body), replay))
+    if !expects {
+        return Ok((Request::from_parts(parts, body), replay, None));
+    }
+    if service.expect == ExpectMode::Answer {
+        // hyper sends the client its 100 when the body is first read, which is at once.
+        parts.headers.remove(EXPECT);
+        return Ok((Request::from_parts(parts, body), replay, None));
+    }
+    let (body, gate) = expect::gate(body, service.timeouts.expect_continue);
+    let mut req = Request::from_parts(parts, body);
+    let opener = gate.clone();
+    hyper::ext::on_informational(&mut req, move |res| {
+        if res.status() == StatusCode::CONTINUE {
+            opener.proceed();
+        }
+    });
+    Ok((req, replay, Some(gate)))
 }
 
 /// A copy of a request head (everything but the body).
@@ -366,10 +390,15 @@ fn relay(
         active,
         pool,
         auth,
+        gate,
     } = answered;
     let (mut parts, body) = response.into_parts();
     let binds = auth || leased.is_pinned() || pinning::response_binds(parts.status, &parts.headers);
+    // A body the server answered without asking for is never sent: the connection's
+    // framing is then unfinished and it cannot carry another request.
+    let unsent_body = gate.as_ref().is_some_and(GateHandle::answered);
     let reuse = match &ctx.pins {
+        _ if unsent_body => Reuse::Close,
         _ if !binds => Reuse::Pool {
             max_idle: pool.cfg.max_idle_per_server,
         },
@@ -388,6 +417,7 @@ fn relay(
     let finish = Finish {
         leased,
         reuse,
+        gate,
         active,
         record,
         exchange,

@@ -9,6 +9,7 @@ mod access_log;
 mod body;
 mod conn_io;
 mod error;
+mod expect;
 mod forward;
 mod headers;
 mod listener;

@@ -3,6 +3,7 @@
 
 mod balancing;
 mod errors;
+mod expect;
 mod harness;
 mod health;
 mod pinning;
