@@ -149,6 +149,6 @@ impl Body for Gate {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size.clone()
+        self.size
     }
 }
