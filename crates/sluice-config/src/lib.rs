@@ -9,6 +9,7 @@ mod error;
 mod model;
 mod pool;
 mod reader;
+mod rules;
 mod service;
 
 pub use document::{load, parse};

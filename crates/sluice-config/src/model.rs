@@ -58,6 +58,9 @@ pub struct Service {
     pub sorry: Sorry,
     /// What to do with `Expect: 100-continue`.
     pub expect: ExpectMode,
+    /// Applied in order to every request before routing.
+    pub rules: Vec<Rule>,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +134,31 @@ pub struct Route {
     /// Every condition must hold (an empty list matches everything).
     pub conditions: Vec<Condition>,
     pub pool: usize,
+    /// Applied after the service's rules, to this route's requests only.
+    pub rules: Vec<Rule>,
+    pub limits: Limits,
+}
+
+/// Per-request limits; a route's replace its service's where given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest pause allowed inside a request body.
+    pub client_idle: Option<Duration>,
+    /// The longest the server may stay silent (replaces the pool's `server` timeout).
+    pub server: Option<Duration>,
+    /// Largest request body accepted (413 beyond it).
+    pub max_body: Option<u64>,
+}
+
+impl Limits {
+    /// `self` where set, else `base`.
+    pub fn over(&self, base: &Limits) -> Limits {
+        Limits {
+            client_idle: self.client_idle.or(base.client_idle),
+            server: self.server.or(base.server),
+            max_body: self.max_body.or(base.max_body),
+        }
+    }
 }
 
 /// One request condition. Text comparisons ignore ASCII case.
@@ -146,6 +174,75 @@ pub enum Condition {
     Header {
         name: String,
         value: Option<String>,
+    },
+    /// One of these methods (upper case).
+    Method(Vec<String>),
+    /// The client address is in one of these networks.
+    Source(Vec<ipnet::IpNet>),
+    /// Not all of these hold.
+    Not(Vec<Condition>),
+    /// At least one of these groups holds entirely.
+    Any(Vec<Vec<Condition>>),
+}
+
+/// An ordered request/response rule: when its conditions hold, its action applies.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub conditions: Vec<Condition>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Answer with a redirect; no server sees the request.
+    Redirect {
+        status: u16,
+        to: RedirectTo,
+    },
+    /// Answer with this status and body; no server sees the request.
+    Deny {
+        status: u16,
+        body: String,
+    },
+    SetHeader {
+        side: Side,
+        name: String,
+        value: String,
+    },
+    AddHeader {
+        side: Side,
+        name: String,
+        value: String,
+    },
+    RemoveHeader {
+        side: Side,
+        name: String,
+    },
+    /// Replace the path by the regex's expansion of `to` (`$1`, `${name}`); the query
+    /// is kept.
+    RewritePath {
+        regex: Regex,
+        to: String,
+    },
+    /// Replace the `Host` header sent to the server.
+    SetHost(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectTo {
+    /// This exact location.
+    Location(String),
+    /// The same path and query under another scheme, and optionally host and port.
+    Scheme {
+        scheme: String,
+        host: Option<String>,
+        port: Option<u16>,
     },
 }
 

@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use regex::RegexBuilder;
-
 use crate::document::{report_duplicates, Named};
 use crate::model::*;
 use crate::pool::{existing_file, named, socket_addr};
 use crate::reader::{Field, Report, Table};
+use crate::rules::{parse_conditions, parse_rules, size};
 
 type PoolIndex<'n> = HashMap<&'n str, usize>;
 
@@ -55,6 +54,8 @@ fn parse_service(
     let sorry = t
         .section(r, "sorry", |h, r| parse_sorry(h, r, base))
         .unwrap_or_default();
+    let rules = t.get("rule").map(|f| parse_rules(f, r)).unwrap_or_default();
+    let max_body = t.get("max_body").and_then(|f| size(&f, r));
     let expect = t
         .get("expect")
         .and_then(|f| {
@@ -74,11 +75,17 @@ fn parse_service(
         mode,
         default_pool,
         tls,
-        timeouts,
+        timeouts: timeouts.clone(),
         routes,
         x_forwarded,
         sorry,
         expect,
+        rules,
+        limits: Limits {
+            client_idle: Some(timeouts.client_idle),
+            server: None,
+            max_body,
+        },
     };
     (service, name, listen_names)
 }
@@ -198,6 +205,16 @@ fn parse_sorry(mut t: Table, r: &mut Report, base: &Path) -> Sorry {
     }
 }
 
+fn parse_route_timeouts(mut t: Table, r: &mut Report) -> Limits {
+    let limits = Limits {
+        client_idle: t.get("client_idle").and_then(|f| f.positive_duration(r)),
+        server: t.get("server").and_then(|f| f.positive_duration(r)),
+        max_body: None,
+    };
+    t.finish(r);
+    limits
+}
+
 fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> {
     let Some(f) = t.get("route") else {
         return Vec::new();
@@ -211,14 +228,24 @@ fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> 
             let conditions = rt
                 .require(r, "match")
                 .and_then(|f| f.table(r))
-                .map(|m| parse_match(m, r))
+                .map(|m| parse_conditions(m, r))
                 .unwrap_or_default();
             let pool = rt.require(r, "pool").and_then(|f| pool_ref(&f, r, pools));
+            let rules = rt
+                .get("rule")
+                .map(|f| parse_rules(f, r))
+                .unwrap_or_default();
+            let mut limits = rt
+                .section(r, "timeouts", parse_route_timeouts)
+                .unwrap_or_default();
+            limits.max_body = rt.get("max_body").and_then(|f| size(&f, r));
             rt.finish(r);
             let route = Route {
                 name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
                 conditions,
                 pool: pool.unwrap_or(0),
+                rules,
+                limits,
             };
             names.extend(name);
             route
@@ -226,79 +253,4 @@ fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> 
         .collect();
     report_duplicates(&names, "route name", r);
     routes
-}
-
-fn parse_match(mut t: Table, r: &mut Report) -> Vec<Condition> {
-    let mut conditions = Vec::new();
-    let path = |f: Field, r: &mut Report| {
-        let p = f.non_empty_str(r)?;
-        if !p.starts_with('/') {
-            f.fail(r, "must start with \"/\"");
-        }
-        Some(p.to_ascii_lowercase())
-    };
-    if let Some(p) = t.get("path").and_then(|f| path(f, r)) {
-        conditions.push(Condition::Path(p));
-    }
-    if let Some(p) = t.get("path_prefix").and_then(|f| path(f, r)) {
-        conditions.push(Condition::PathPrefix(p));
-    }
-    if let Some(p) = t.get("path_suffix").and_then(|f| f.non_empty_str(r)) {
-        conditions.push(Condition::PathSuffix(p.to_ascii_lowercase()));
-    }
-    if let Some(f) = t.get("path_regex") {
-        conditions.extend(regex(&f, r).map(Condition::PathRegex));
-    }
-    if let Some(h) = t.get("host").and_then(|f| f.non_empty_str(r)) {
-        conditions.push(Condition::Host(h.to_ascii_lowercase()));
-    }
-    if let Some(h) = t.get("header").and_then(|f| f.table(r)) {
-        conditions.extend(parse_header_match(h, r));
-    }
-    if conditions.is_empty() && r.errors.is_empty() {
-        let path = t.path.clone();
-        r.error(
-            &t.span,
-            &path,
-            "give at least one of path, path_prefix, path_suffix, path_regex, host, header",
-        );
-    }
-    t.finish(r);
-    conditions
-}
-
-fn parse_header_match(mut t: Table, r: &mut Report) -> Option<Condition> {
-    let name = t.require(r, "name").and_then(|f| {
-        let n = f.non_empty_str(r)?;
-        if http_token(n) {
-            Some(n.to_ascii_lowercase())
-        } else {
-            f.fail(r, format!("\"{n}\" is not a valid header name"));
-            None
-        }
-    });
-    let value = t.get("value").and_then(|f| f.str(r)).map(str::to_string);
-    t.finish(r);
-    Some(Condition::Header { name: name?, value })
-}
-
-fn http_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn regex(f: &Field, r: &mut Report) -> Option<regex::Regex> {
-    let pattern = f.non_empty_str(r)?;
-    match RegexBuilder::new(pattern)
-        .case_insensitive(true)
-        .size_limit(1 << 20)
-        .build()
-    {
-        Ok(re) => Some(re),
-        Err(e) => {
-            f.fail(r, format!("invalid regular expression: {e}"));
-            None
-        }
-    }
 }

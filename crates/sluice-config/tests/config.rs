@@ -262,3 +262,108 @@ fn a_file_without_services_is_an_error() {
         "t.toml:1:1: service: at least one [[service]] is required"
     );
 }
+
+const RULES: &str = r#"
+[[service]]
+name = "mail"
+listen = "127.0.0.1:8443"
+default_pool = "p"
+max_body = "10MiB"
+expect = "answer"
+[[service.rule]]
+when = { path = "/" }
+redirect = { location = "/owa/" }
+[[service.rule]]
+when = { path_suffix = "/healthcheck.htm", not = { source = ["10.0.0.0/8", "192.0.2.7"] } }
+deny = { status = 403 }
+[[service.rule]]
+when = { any = [{ method = "TRACE" }, { method = ["DELETE", "put"], path_prefix = "/ecp/" }] }
+deny = { status = 405, body = "no\n" }
+[[service.rule]]
+rewrite_path = { regex = "^/test(.*)$", to = "/owa$1" }
+[[service.route]]
+name = "rpc"
+match = { path_prefix = "/rpc/" }
+pool = "p"
+max_body = 2147483648
+timeouts = { client_idle = "20m", server = "20m" }
+[[service.route.rule]]
+set_response_header = { name = "X-Workload", value = "rpc" }
+
+[[pool]]
+name = "p"
+pin_auth = false
+servers = [{ name = "a", address = "10.0.0.1:80" }]
+"#;
+
+#[test]
+fn rules_conditions_and_route_limits_parse() {
+    let config = parse(RULES, "t.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let service = &config.services[0];
+    assert_eq!(service.rules.len(), 4);
+    assert_eq!(service.limits.max_body, Some(10 << 20));
+    assert_eq!(service.expect, sluice_config::ExpectMode::Answer);
+    let Condition::Not(inner) = &service.rules[1].conditions[1] else {
+        panic!("not: {:?}", service.rules[1].conditions);
+    };
+    let Condition::Source(nets) = &inner[0] else {
+        panic!("source");
+    };
+    assert_eq!(nets.len(), 2);
+    let Condition::Any(groups) = &service.rules[2].conditions[0] else {
+        panic!("any");
+    };
+    assert!(groups[1]
+        .iter()
+        .any(|c| matches!(c, Condition::Method(m) if m == &["DELETE", "PUT"])));
+    let rpc = &service.routes[0];
+    assert_eq!(rpc.limits.max_body, Some(2 << 30));
+    assert_eq!(rpc.limits.server, Some(Duration::from_secs(1200)));
+    assert_eq!(rpc.rules.len(), 1);
+    assert!(!config.pools[0].pin_auth);
+}
+
+#[test]
+fn rule_errors_are_located() {
+    let text = r#"
+[[service]]
+name = "mail"
+listen = "127.0.0.1:8443"
+[[service.rule]]
+when = { source = "10.0.0.0/33" }
+deny = {}
+[[service.rule]]
+deny = {}
+set_host = "x"
+[[service.rule]]
+when = { path = "/" }
+[[service.rule]]
+redirect = { status = 200, location = "/x" }
+[[service.rule]]
+set_header = { name = "Bad Name", value = "a\nb" }
+[[service.route]]
+name = "r"
+match = { method = "GET" }
+pool = "p"
+max_body = "10 parsecs"
+[[pool]]
+name = "p"
+servers = [{ name = "a", address = "10.0.0.1:80" }]
+"#;
+    let errs = errors(text);
+    let expect = [
+        "t.toml:6:19: service[0].rule[0].when.source: \"10.0.0.0/33\" is not an address or network (CIDR)",
+        "t.toml:8:1: service[0].rule[1]: give one action per rule, not deny and set_host",
+        "t.toml:11:1: service[0].rule[2]: give one action:",
+        "t.toml:14:23: service[0].rule[3].redirect.status: a redirect status is 301, 302, 303, 307 or 308",
+        "service[0].rule[4].set_header.name: \"Bad Name\" is not a valid header name",
+        "service[0].rule[4].set_header.value: header values may hold visible ASCII characters",
+        "t.toml:21:12: service[0].route[0].max_body: \"10 parsecs\" is not a size",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.contains(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 //! | `/whoami` | the user this connection authenticated as (see [`crate::conn_auth`]), else 401 |
 //! | anything else | `NAME\n` |
 //!
-//! Every response carries `X-Server: NAME`.
+//! Every response carries `X-Server: NAME` and `X-Target: ` the request's path and query.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -160,6 +160,8 @@ async fn answer(
 ) -> Result<Response<Body>, Infallible> {
     hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let target = header_value(target);
     if path == "/whoami" {
         let credentials = req.headers().get("authorization");
         let verdict = auth
@@ -210,9 +212,9 @@ async fn answer(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert("x-server", header_value(&name));
+    let headers = response.headers_mut();
+    headers.insert("x-server", header_value(&name));
+    headers.insert("x-target", target);
     Ok(response)
 }
 

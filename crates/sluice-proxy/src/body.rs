@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ pub struct Exchange {
     pub bytes_out: AtomicU64,
     /// Milliseconds after `start` when a request body frame last went through.
     last_upload_ms: AtomicU64,
+    /// The request body went past its size limit and was cut.
+    too_large: AtomicBool,
 }
 
 impl Exchange {
@@ -38,7 +40,13 @@ impl Exchange {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             last_upload_ms: AtomicU64::new(0),
+            too_large: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the request body was cut at its size limit.
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Relaxed)
     }
 
     /// When the client last sent body data (or the request started).
@@ -65,6 +73,9 @@ pub struct Metered {
     direction: Direction,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Most bytes this body may carry.
+    max: Option<u64>,
+    seen: u64,
 }
 
 impl Metered {
@@ -80,7 +91,25 @@ impl Metered {
             direction,
             idle,
             timer: None,
+            max: None,
+            seen: 0,
         }
+    }
+
+    /// Fails the body once more than `max` bytes have gone through.
+    pub fn limit(mut self, max: Option<u64>) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Counts a frame; false once the body is past its limit.
+    fn within_limit(&mut self, frame: &Frame<Bytes>) -> bool {
+        self.seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+        let over = self.max.is_some_and(|max| self.seen > max);
+        if over {
+            self.exchange.too_large.store(true, Ordering::Relaxed);
+        }
+        !over
     }
 
     fn count(&self, frame: &Frame<Bytes>) {
@@ -117,6 +146,10 @@ impl Body for Metered {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if !this.within_limit(&frame) {
+                    let msg = format!("body larger than {} bytes", this.max.unwrap_or(0));
+                    return Poll::Ready(Some(Err(msg.into())));
+                }
                 this.count(&frame);
                 if let Some(t) = this.timer.as_mut() {
                     t.as_mut().reset(tokio::time::Instant::now() + this.idle);

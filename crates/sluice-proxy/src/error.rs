@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// stream is reset with HTTP_1_1_REQUIRED so the client retries over HTTP/1.1.
     #[error("NTLM/Negotiate over HTTP/2: HTTP/1.1 required")]
     Http11Required,
+    /// Client: the request body is larger than the route allows.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// Client: the request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -44,6 +47,7 @@ impl ProxyError {
             | ProxyError::ServerFailed { .. }
             | ProxyError::PinnedLost { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Http11Required => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -59,6 +63,7 @@ impl ProxyError {
             ProxyError::ServerFailed { .. } => "server_failed",
             ProxyError::PinnedLost { .. } => "pinned_lost",
             ProxyError::Http11Required => "http11_required",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
         }
     }

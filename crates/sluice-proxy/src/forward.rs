@@ -1,27 +1,27 @@
-//! One request through the balancer: route it, choose a server, send it over a reused or
+//! One request through the balancer: apply the rules, route it, choose a server, send it over a reused or
 //! new connection (retrying elsewhere while that is safe), and relay the response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPECT, HOST};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
-use http_body_util::BodyExt;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
-use sluice_config::{ExpectMode, Service};
+use sluice_config::Service;
 
 use crate::access_log::{AccessLog, Record};
 use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
 use crate::conn_io::{ConnPhase, RequestPhase};
 use crate::error::ProxyError;
-use crate::expect::{self, GateHandle};
-use crate::headers::{add_forwarded, remove_hop_by_hop};
+use crate::expect::GateHandle;
+use crate::headers::remove_hop_by_hop;
+use crate::local::{error_response, rule_response};
 use crate::pinning::{self, Leased, PinSlot, Pinned, Reuse};
+use crate::request;
 use crate::routing;
+use crate::rules::{self, Answer, ResponseEdits};
 use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
 use crate::upstream::UpstreamBody;
 
@@ -40,13 +40,13 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
-    fn service(&self) -> &Service {
+    pub fn service(&self) -> &Service {
         &self.snapshot.config.services[self.service]
     }
 }
 
 /// The server side of a request that got its response headers.
-struct Answered {
+struct Answered<'r> {
     response: Response<Incoming>,
     leased: Leased,
     active: ActiveGuard,
@@ -55,6 +55,16 @@ struct Answered {
     auth: bool,
     /// The request body's `Expect: 100-continue` gate, if it has one.
     gate: Option<GateHandle>,
+    /// The longest silence allowed inside the response body.
+    server_idle: Duration,
+    edits: ResponseEdits<'r>,
+}
+
+/// Where a request ended up.
+enum Outcome<'r> {
+    Proxied(Box<Answered<'r>>),
+    /// A rule answered it.
+    Ruled(Answer),
 }
 
 pub async fn handle(
@@ -85,28 +95,45 @@ pub async fn handle(
     };
     let exchange = Exchange::new(start);
     match forward(&ctx, req, &mut record, &exchange).await {
-        Ok(answered) => Ok(relay(&ctx, answered, record, exchange, phase)),
+        Ok(Outcome::Proxied(answered)) => Ok(relay(&ctx, *answered, record, exchange, phase)),
+        Ok(Outcome::Ruled(answer)) => Ok(rule_response(&ctx, answer, record, &exchange, phase)),
         Err(ProxyError::Http11Required) if ctx.pins.is_none() => {
             let e = ProxyError::Http11Required;
-            drop(local_error(&ctx, &e, record, &exchange, phase));
+            drop(error_response(&ctx, &e, record, &exchange, phase));
             Err(h2::Error::from(h2::Reason::HTTP_1_1_REQUIRED))
         }
-        Err(e) => Ok(local_error(&ctx, &e, record, &exchange, phase)),
+        Err(e) => Ok(error_response(&ctx, &e, record, &exchange, phase)),
     }
 }
 
-async fn forward(
-    ctx: &ConnCtx,
+/// Rules, routing, then the server.
+async fn forward<'r>(
+    ctx: &'r ConnCtx,
     req: Request<Incoming>,
     record: &mut Record,
     exchange: &Arc<Exchange>,
-) -> Result<Answered, ProxyError> {
+) -> Result<Outcome<'r>, ProxyError> {
     let service = ctx.service();
-    let (route, pool) = routing::select(service, &req).ok_or(ProxyError::NoRoute)?;
-    record.route = route.map(str::to_string);
+    let client = ctx.client.ip();
+    let (mut parts, body) = req.into_parts();
+    let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
+    let mut edits = ResponseEdits::default();
+    if let Some(answer) = rules::apply(&service.rules, &mut parts, client, &mut edits)? {
+        return Ok(Outcome::Ruled(answer));
+    }
+    let view = routing::View::of(&parts, client);
+    let (route, pool) = routing::select(service, &view).ok_or(ProxyError::NoRoute)?;
+    record.route = route.map(|r| r.name.clone());
+    if let Some(route) = route {
+        if let Some(answer) = rules::apply(&route.rules, &mut parts, client, &mut edits)? {
+            return Ok(Outcome::Ruled(answer));
+        }
+    }
+    let limits = route.map_or(service.limits.clone(), |r| r.limits.over(&service.limits));
+    request::check_declared_length(&parts, &limits)?;
     let pool = ctx.snapshot.pools[pool].clone();
     record.pool = Some(pool.cfg.name.clone());
-    let auth = pinning::request_binds(req.headers());
+    let auth = pinning::request_binds(&parts.headers);
     if auth && pool.cfg.pin_auth && ctx.pins.is_none() {
         return Err(ProxyError::Http11Required);
     }
@@ -117,88 +144,28 @@ async fn forward(
             .iter()
             .any(|s| s.cfg.address == p.server.cfg.address)
     });
-    let (req, replay, gate) = prepare(ctx, req, exchange)?;
-    let (response, leased, active) = match pinned {
-        Some(pinned) => send_pinned(pinned, &pool, req, record, exchange).await?,
-        None => send(&pool, req, replay, record, exchange).await?,
+    let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
+    let server_idle = limits.server.unwrap_or(pool.cfg.timeouts.server);
+    let sent = match pinned {
+        Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,
+        None => send(&pool, req, replay, server_idle, record, exchange).await,
     };
-    Ok(Answered {
+    let (response, leased, active) = match sent {
+        Err(_) if exchange.too_large() => {
+            return Err(ProxyError::BodyTooLarge(limits.max_body.unwrap_or(0)))
+        }
+        other => other?,
+    };
+    Ok(Outcome::Proxied(Box::new(Answered {
         response,
         leased,
         active,
         pool,
         auth,
         gate,
-    })
-}
-
-/// A request ready for the server, its head again when it has no body (to re-send it if
-/// a reused connection turns out to be dead), and its `Expect: 100-continue` gate.
-type Prepared = (Request<UpstreamBody>, Option<Parts>, Option<GateHandle>);
-
-/// Rewrites a client request for the server: hop-by-hop headers out, forwarding headers
-/// in, origin-form target, HTTP/1.1, `Expect` forwarded or answered.
-fn prepare(
-    ctx: &ConnCtx,
-    req: Request<Incoming>,
-    exchange: &Arc<Exchange>,
-) -> Result<Prepared, ProxyError> {
-    let service = ctx.service();
-    let (mut parts, body) = req.into_parts();
-    let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
-    remove_hop_by_hop(&mut parts.headers);
-    if service.x_forwarded {
-        add_forwarded(
-            &mut parts.headers,
-            ctx.client.ip(),
-            ctx.tls,
-            host.as_deref(),
-        );
-    }
-    if !parts.headers.contains_key(HOST) {
-        let host =
-            host.ok_or_else(|| ProxyError::BadRequest("the request names no host".into()))?;
-        let value = HeaderValue::from_str(&host)
-            .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
-        parts.headers.insert(HOST, value);
-    }
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = target
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
-    parts.version = Version::HTTP_11;
-    let replay = body.is_end_stream().then(|| copy_head(&parts));
-    let expects = !body.is_end_stream() && expect::expects_continue(&parts.headers);
-    let idle = service.timeouts.client_idle;
-    let body = Metered::new(body, exchange.clone(), Direction::Upload, idle).boxed_unsync();
-    if !expects {
-        return Ok((Request::from_parts(parts, body), replay, None));
-    }
-    if service.expect == ExpectMode::Answer {
-        // hyper sends the client its 100 when the body is first read, which is at once.
-        parts.headers.remove(EXPECT);
-        return Ok((Request::from_parts(parts, body), replay, None));
-    }
-    let (body, gate) = expect::gate(body, service.timeouts.expect_continue);
-    let mut req = Request::from_parts(parts, body);
-    let opener = gate.clone();
-    hyper::ext::on_informational(&mut req, move |res| {
-        if res.status() == StatusCode::CONTINUE {
-            opener.proceed();
-        }
-    });
-    Ok((req, replay, Some(gate)))
-}
-
-/// A copy of a request head (everything but the body).
-fn copy_head(head: &Parts) -> Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = head.method.clone();
-    parts.uri = head.uri.clone();
-    parts.version = head.version;
-    parts.headers = head.headers.clone();
-    parts.extensions = head.extensions.clone();
-    parts
+        server_idle,
+        edits,
+    })))
 }
 
 /// How many times a request without a body is re-sent after a reused connection died
@@ -209,8 +176,8 @@ const STALE_RESENDS: u32 = 3;
 /// server. Losing it is the client's loss too (see `local_error`).
 async fn send_pinned(
     mut pinned: Pinned,
-    pool: &PoolRt,
     req: Request<UpstreamBody>,
+    limit: Duration,
     record: &mut Record,
     exchange: &Arc<Exchange>,
 ) -> Result<Sent, ProxyError> {
@@ -218,7 +185,6 @@ async fn send_pinned(
     let server = pinned.server.clone();
     record.server = Some(server.cfg.name.clone());
     let active = server.begin();
-    let limit = pool.cfg.timeouts.server;
     let sent = pinned.sender().try_send_request(req);
     match await_response(sent, exchange, limit).await {
         Some(Ok(response)) => Ok((response, Leased::Pinned(pinned), active)),
@@ -240,6 +206,7 @@ async fn send(
     pool: &Arc<PoolRt>,
     req: Request<UpstreamBody>,
     replay: Option<Parts>,
+    limit: Duration,
     record: &mut Record,
     exchange: &Arc<Exchange>,
 ) -> Result<Sent, ProxyError> {
@@ -274,16 +241,14 @@ async fn send(
             },
         };
         record.t_connect = Some(connecting.elapsed());
-        let Some(request) = pending.take().or_else(|| replay.as_ref().map(bodiless)) else {
+        let Some(request) = pending
+            .take()
+            .or_else(|| replay.as_ref().map(request::bodiless))
+        else {
             break;
         };
         let sending = Instant::now();
-        let outcome = await_response(
-            conn.sender.try_send_request(request),
-            exchange,
-            pool.cfg.timeouts.server,
-        )
-        .await;
+        let outcome = await_response(conn.sender.try_send_request(request), exchange, limit).await;
         match outcome {
             Some(Ok(response)) => {
                 record.t_response = Some(sending.elapsed());
@@ -317,7 +282,7 @@ async fn send(
             None => {
                 return Err(ProxyError::ServerTimeout {
                     server: server.cfg.name.clone(),
-                    after: pool.cfg.timeouts.server,
+                    after: limit,
                 })
             }
         }
@@ -328,13 +293,6 @@ async fn send(
         Some(e) if pool.pick(&[]).is_some() => Err(e),
         _ => Err(ProxyError::NoServer(pool.cfg.name.clone())),
     }
-}
-
-fn bodiless(head: &Parts) -> Request<UpstreamBody> {
-    let empty = http_body_util::Empty::new()
-        .map_err(|e| match e {})
-        .boxed_unsync();
-    Request::from_parts(copy_head(head), empty)
 }
 
 /// Waits for the response headers. The server's time limit runs only while the client is
@@ -379,7 +337,7 @@ fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
 
 fn relay(
     ctx: &ConnCtx,
-    answered: Answered,
+    answered: Answered<'_>,
     mut record: Record,
     exchange: Arc<Exchange>,
     phase: RequestPhase,
@@ -391,6 +349,8 @@ fn relay(
         pool,
         auth,
         gate,
+        server_idle,
+        edits,
     } = answered;
     let (mut parts, body) = response.into_parts();
     let binds = auth || leased.is_pinned() || pinning::response_binds(parts.status, &parts.headers);
@@ -407,13 +367,9 @@ fn relay(
     };
     record.pinned = matches!(reuse, Reuse::Pin(_));
     remove_hop_by_hop(&mut parts.headers);
+    edits.apply(&mut parts.headers);
     record.status = parts.status.as_u16();
-    let body = Metered::new(
-        body,
-        exchange.clone(),
-        Direction::Download,
-        pool.cfg.timeouts.server,
-    );
+    let body = Metered::new(body, exchange.clone(), Direction::Download, server_idle);
     let finish = Finish {
         leased,
         reuse,
@@ -425,54 +381,6 @@ fn relay(
         phase,
     };
     Response::from_parts(parts, ProxyBody::relayed(body, finish))
-}
-
-/// The one place where an error becomes a response.
-fn local_error(
-    ctx: &ConnCtx,
-    err: &ProxyError,
-    mut record: Record,
-    exchange: &Exchange,
-    phase: RequestPhase,
-) -> Response<ProxyBody> {
-    let service = ctx.service();
-    let (status, content_type, body) = match err {
-        ProxyError::NoServer(_) => {
-            let sorry = &service.sorry;
-            let status =
-                StatusCode::from_u16(sorry.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            (status, sorry.content_type.clone(), sorry.body.clone())
-        }
-        _ => {
-            let status = err.status();
-            let reason = status.canonical_reason().unwrap_or("Error");
-            (
-                status,
-                "text/plain; charset=utf-8".to_string(),
-                format!("{} {reason}\n", status.as_u16()),
-            )
-        }
-    };
-    if status.is_server_error() {
-        tracing::warn!(service = %service.name, "{err}");
-    }
-    record.status = status.as_u16();
-    record.end = err.end_state();
-    record.t_total = Some(exchange.start.elapsed());
-    ctx.log.write(&record);
-    let mut response = Response::new(ProxyBody::local(body, phase));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if record.pinned {
-        // The pinned server connection went with this error: the client connection,
-        // whose authentication lived in it, must end too.
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    if let Ok(v) = HeaderValue::from_str(&content_type) {
-        headers.insert(CONTENT_TYPE, v);
-    }
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 fn version_name(v: Version) -> &'static str {

@@ -1,23 +1,20 @@
-//! Content switching: the first route whose conditions all hold picks the pool.
+//! Content switching: the first route whose conditions all hold picks the pool. The same
+//! conditions decide which rules apply.
+
+use std::net::IpAddr;
 
 use http::header::HOST;
-use http::{HeaderMap, Request, Uri};
+use http::request::Parts;
+use http::{HeaderMap, Method, Uri};
 use sluice_config::{Condition, Route, Service};
 
-/// The route (by name, `None` for the default pool) and pool index for a request.
-pub fn select<'s, B>(service: &'s Service, req: &Request<B>) -> Option<(Option<&'s str>, usize)> {
-    let view = View {
-        path: req.uri().path(),
-        host: host_of(req.headers(), req.uri())
-            .map(strip_port)
-            .unwrap_or(""),
-        headers: req.headers(),
-    };
+/// The route (`None` for the default pool) and pool index for a request.
+pub fn select<'s>(service: &'s Service, view: &View) -> Option<(Option<&'s Route>, usize)> {
     service
         .routes
         .iter()
-        .find(|r| view.matches(r))
-        .map(|r| (Some(r.name.as_str()), r.pool))
+        .find(|r| view.holds_all(&r.conditions))
+        .map(|r| (Some(r), r.pool))
         .or(service.default_pool.map(|p| (None, p)))
 }
 
@@ -30,7 +27,7 @@ pub fn host_of<'r>(headers: &'r HeaderMap, uri: &'r Uri) -> Option<&'r str> {
         .or_else(|| uri.authority().map(|a| a.as_str()))
 }
 
-fn strip_port(host: &str) -> &str {
+pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host
             .split_once(']')
@@ -39,15 +36,30 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-struct View<'a> {
+/// What conditions look at in a request.
+pub struct View<'a> {
     path: &'a str,
     host: &'a str,
+    method: &'a Method,
     headers: &'a HeaderMap,
+    client: IpAddr,
 }
 
-impl View<'_> {
-    fn matches(&self, route: &Route) -> bool {
-        route.conditions.iter().all(|c| self.holds(c))
+impl<'a> View<'a> {
+    pub fn of(parts: &'a Parts, client: IpAddr) -> Self {
+        View {
+            path: parts.uri.path(),
+            host: host_of(&parts.headers, &parts.uri)
+                .map(strip_port)
+                .unwrap_or(""),
+            method: &parts.method,
+            headers: &parts.headers,
+            client: client.to_canonical(),
+        }
+    }
+
+    pub fn holds_all(&self, conditions: &[Condition]) -> bool {
+        conditions.iter().all(|c| self.holds(c))
     }
 
     fn holds(&self, c: &Condition) -> bool {
@@ -64,6 +76,10 @@ impl View<'_> {
                     Some(v) => values.any(|x| x.as_bytes().eq_ignore_ascii_case(v.as_bytes())),
                 }
             }
+            Condition::Method(methods) => methods.iter().any(|m| m == self.method.as_str()),
+            Condition::Source(nets) => nets.iter().any(|n| n.contains(&self.client)),
+            Condition::Not(inner) => !self.holds_all(inner),
+            Condition::Any(groups) => groups.iter().any(|g| self.holds_all(g)),
         }
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod pinning;
 mod routing;
+mod rules;
 mod streaming;
 mod tls;
 mod wire;
