@@ -112,6 +112,10 @@ fn parse_listen(t: &mut Table, r: &mut Report) -> (Vec<SocketAddr>, Vec<Named>) 
     for field in fields {
         if let Some(a) = socket_addr(&field, r) {
             addrs.push(a);
+            if a.port() == 0 {
+                // Each port-0 listener gets its own ephemeral port: no clash possible.
+                continue;
+            }
             names.push(Named {
                 name: a.to_string(),
                 path: field.path.clone(),

@@ -47,6 +47,33 @@ impl Client {
         })
     }
 
+    /// An HTTPS connection to `addr` for `name`, trusting only `trusted` (HTTP/1.1).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        name: &str,
+        trusted: rustls_pki_types::CertificateDer<'static>,
+    ) -> Result<Client, BoxError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trusted)?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_string())?;
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(server_name, tcp)
+            .await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Client {
+            sender,
+            host: name.to_string(),
+        })
+    }
+
     /// Whether the connection has ended (closed by the other side or failed).
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()

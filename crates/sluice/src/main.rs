@@ -1,4 +1,6 @@
-//! The `sluice` command: `run` a configuration, `check` one without starting.
+//! The `sluice` command: `run` a configuration, `check` one without starting, `init` one.
+
+mod init;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,15 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Write a complete configuration for a known application.
+    #[command(subcommand)]
+    Init(Init),
+}
+
+#[derive(Subcommand)]
+enum Init {
+    /// Microsoft Exchange: one HTTPS service, a route, pool and health check per workload.
+    Exchange(Box<init::ExchangeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +50,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Init(Init::Exchange(args)) => init::exchange(*args),
     }
 }
 

@@ -223,3 +223,62 @@ async fn a_256_mib_upload_and_download_stream_with_flat_memory() {
         "RSS grew {growth_mib:.1} MiB while streaming 2 x 256 MiB"
     );
 }
+
+#[test]
+fn init_exchange_writes_a_configuration_that_passes_check_for_every_version() {
+    for version in ["2010", "2013", "2016", "2019"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("exchange.toml");
+        let init = Command::new(BIN)
+            .args(["init", "exchange", "--namespace", "mail.example.com"])
+            .args([
+                "--server",
+                "cas1=10.0.0.11",
+                "--server",
+                "cas2=10.0.0.12:8443",
+            ])
+            .args(["--version", version, "--output"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let check = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let pools = if version == "2010" { 8 } else { 9 };
+        assert!(
+            said.contains(&format!("valid (2 services, {pools} pools)")),
+            "{said}"
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("address = \"10.0.0.12:8443\""));
+        assert!(
+            dir.path().join("mail.example.com.pem").exists(),
+            "placeholder certificate"
+        );
+    }
+}
+
+#[test]
+fn init_exchange_refuses_a_malformed_server() {
+    let out = Command::new(BIN)
+        .args(["init", "exchange", "--namespace", "mail.example.com"])
+        .args(["--server", "cas1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected NAME=ADDRESS"), "{err}");
+}

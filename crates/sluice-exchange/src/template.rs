@@ -1,0 +1,249 @@
+//! `sluice init exchange`: a complete, commented configuration for an Exchange array,
+//! built from the catalogue.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::catalogue::{Affinity, Version, Workload, WORKLOADS};
+
+/// What the administrator told `sluice init exchange`.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// The one name clients use, e.g. `mail.example.com`.
+    pub namespace: String,
+    /// Client Access servers by name.
+    pub servers: Vec<(String, SocketAddr)>,
+    pub version: Version,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SHA-256 fingerprints of the servers' certificates (hex); empty means verify the
+    /// chain against the system roots and the namespace instead.
+    pub fingerprints: Vec<String>,
+    pub https_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Networks allowed to read the health pages through sluice.
+    pub monitoring: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("give at least one server")]
+    NoServers,
+    #[error("\"{0}\" is not a host name")]
+    Namespace(String),
+    #[error("server name \"{0}\" may hold letters, digits, '-', '_' and '.' only")]
+    ServerName(String),
+    #[error("server name \"{0}\" is given twice")]
+    Duplicate(String),
+}
+
+/// The configuration text for `t`.
+pub fn render(t: &Template) -> Result<String, TemplateError> {
+    validate(t)?;
+    let mut out = String::new();
+    header(&mut out, t);
+    redirector(&mut out, t);
+    service(&mut out, t);
+    for w in workloads(t.version) {
+        route(&mut out, &w);
+    }
+    for w in workloads(t.version) {
+        pool(&mut out, t, &w);
+    }
+    Ok(out)
+}
+
+/// The workloads a version has.
+fn workloads(version: Version) -> impl Iterator<Item = Workload> {
+    WORKLOADS.into_iter().filter(move |w| w.since <= version)
+}
+
+fn validate(t: &Template) -> Result<(), TemplateError> {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if t.namespace.is_empty() || !t.namespace.chars().all(host_char) {
+        return Err(TemplateError::Namespace(t.namespace.clone()));
+    }
+    if t.servers.is_empty() {
+        return Err(TemplateError::NoServers);
+    }
+    for (i, (name, _)) in t.servers.iter().enumerate() {
+        if name.is_empty() || !name.chars().all(|c| host_char(c) || c == '_') {
+            return Err(TemplateError::ServerName(name.clone()));
+        }
+        if t.servers[..i].iter().any(|(n, _)| n == name) {
+            return Err(TemplateError::Duplicate(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut q = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(q, "\\u{:04X}", c as u32);
+            }
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn header(out: &mut String, t: &Template) {
+    let _ = writeln!(
+        out,
+        "# sluice configuration for Microsoft Exchange {}, namespace {}.\n\
+         # Written by `sluice init exchange`; validate changes with `sluice check --config FILE`.\n\
+         #\n\
+         # One HTTPS service carries every workload. Each workload has its own route, pool and\n\
+         # health check, so a workload Exchange takes out on one server (a failed component,\n\
+         # maintenance) removes only that workload of that server.\n\
+         \n[global]\nshutdown_timeout = \"30s\"\n",
+        t.version, t.namespace
+    );
+}
+
+fn redirector(out: &mut String, t: &Template) {
+    let _ = writeln!(
+        out,
+        "# Plain HTTP: everything is redirected to HTTPS, keeping the path and query.\n\
+         [[service]]\nname = \"http\"\nlisten = {}\n\n[[service.rule]]\n\
+         redirect = {{ status = 301, scheme = \"https\" }}\n",
+        quote(&t.http_listen.to_string())
+    );
+}
+
+fn service(out: &mut String, t: &Template) {
+    let _ = writeln!(
+        out,
+        "[[service]]\nname = \"exchange\"\nlisten = {listen}\n\n\
+         # The certificate clients see. With Extended Protection (on by default from Exchange\n\
+         # 2019 CU14) it must be the same certificate the Exchange servers present.\n\
+         [service.tls]\ncertificates = [{{ cert = {cert}, key = {key} }}]\n\n\
+         # Keep-alive connections idle this long are closed; routes below allow longer pauses\n\
+         # inside requests where a workload needs them.\n\
+         [service.timeouts]\nclient_idle = \"300s\"\n\n\
+         # `/` goes to Outlook on the web (what Exchange itself answers since 2013 CU6).\n\
+         [[service.rule]]\nwhen = {{ path = \"/\" }}\nredirect = {{ status = 302, location = \"/owa/\" }}\n\n\
+         # Health pages are for the monitoring network only (adjust `source`).\n\
+         [[service.rule]]\nwhen = {{ path_suffix = \"/healthcheck.htm\", not = {{ source = {nets} }} }}\n\
+         deny = {{ status = 403 }}\n",
+        listen = quote(&t.https_listen.to_string()),
+        cert = quote(&t.cert.to_string_lossy()),
+        key = quote(&t.key.to_string_lossy()),
+        nets = list(&t.monitoring),
+    );
+}
+
+fn route(out: &mut String, w: &Workload) {
+    let idle = format!("{}s", w.idle_secs);
+    let _ = writeln!(out, "# {} ({})", w.title, w.prefix);
+    if w.streams {
+        let _ = writeln!(
+            out,
+            "# Long-lived requests: pauses up to {idle} inside a request or response are normal."
+        );
+    }
+    let _ = writeln!(
+        out,
+        "[[service.route]]\nname = {name}\nmatch = {{ path_regex = {re} }}\npool = {name}\n\
+         timeouts = {{ client_idle = {idle}, server = {idle} }}\n",
+        name = quote(w.name),
+        re = quote(&w.path_regex()),
+        idle = quote(&idle),
+    );
+}
+
+fn pool(out: &mut String, t: &Template, w: &Workload) {
+    let _ = writeln!(out, "[[pool]]\nname = {}", quote(w.name));
+    affinity_note(out, w.affinity(t.version));
+    let _ = writeln!(out, "servers = [");
+    for (name, addr) in &t.servers {
+        let _ = writeln!(
+            out,
+            "  {{ name = {}, address = {} }},",
+            quote(name),
+            quote(&addr.to_string())
+        );
+    }
+    let _ = writeln!(out, "]\n");
+    health(out, t, w);
+    upstream_tls(out, t);
+}
+
+fn affinity_note(out: &mut String, affinity: Affinity) {
+    let note = match affinity {
+        Affinity::None => return,
+        Affinity::SharedLoginCookie => {
+            "# Exchange 2010: OWA and ECP share one forms-login cookie that only the issuing\n\
+             # server can read; they need cookie persistence shared by both pools."
+        }
+        Affinity::SourceMinutes(_) => {
+            "# Exchange 2010: EWS notification subscriptions live on the server that created\n\
+             # them; EWS needs source persistence with a 45-minute idle timeout."
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{note}\n# This version of sluice has no persistence yet: use layer 4 or a single server\n\
+         # for this workload until it does."
+    );
+}
+
+fn health(out: &mut String, t: &Template, w: &Workload) {
+    if !t.version.has_health_pages() {
+        let _ = writeln!(
+            out,
+            "# Exchange 2010 has no per-workload health pages (Managed Availability came with\n\
+             # 2013): the check connects and completes the TLS handshake.\n\
+             [pool.health]\nkind = \"tcp\"\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# Managed Availability: healthy is 200 with a body starting \"200 OK\". Never probe `/`,\n\
+         # which redirects to /owa/ since 2013 CU6.\n\
+         [pool.health]\npath = {}\nhost = {}\nexpect_status = 200\nexpect_body = \"200 OK\"\n\
+         interval = \"5s\"\ntimeout = \"3s\"\nrise = 2\nfall = 3\n",
+        quote(w.health_path),
+        quote(&t.namespace)
+    );
+}
+
+fn upstream_tls(out: &mut String, t: &Template) {
+    let _ = writeln!(
+        out,
+        "# Re-encrypted to the servers over HTTP/1.1 (NTLM and Negotiate need it). Read a\n\
+         # server's fingerprint with:\n\
+         #   openssl s_client -connect SERVER:443 </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256\n\
+         [pool.tls]"
+    );
+    if t.fingerprints.is_empty() {
+        let _ = writeln!(
+            out,
+            "# The servers' chain is verified against the system roots for the namespace; to pin\n\
+             # their certificates instead, set verify = \"fingerprint\" and list fingerprints.\n\
+             verify = \"full\"\nsni = {}\n",
+            quote(&t.namespace)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "verify = \"fingerprint\"\nfingerprints = {}\nsni = {}\n",
+            list(&t.fingerprints),
+            quote(&t.namespace)
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! `sluice init exchange`: writes a working configuration for an Exchange array.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use sluice_exchange::{render, Template, Version};
+
+#[derive(Args)]
+pub struct ExchangeArgs {
+    /// The name clients use, e.g. mail.example.com.
+    #[arg(long)]
+    namespace: String,
+    /// A Client Access server as NAME=ADDRESS (port 443 unless given); repeat for each.
+    #[arg(long = "server", value_name = "NAME=ADDRESS", required = true, value_parser = parse_server)]
+    servers: Vec<(String, SocketAddr)>,
+    /// Exchange version: 2010, 2013, 2016 or 2019.
+    #[arg(long, default_value = "2019")]
+    version: Version,
+    /// Certificate (PEM) clients are shown; without it a self-signed one is written next
+    /// to the output, to be replaced.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// SHA-256 fingerprint of a server certificate to pin (repeatable); without any, the
+    /// servers' chain is verified against the system roots.
+    #[arg(long = "fingerprint", value_name = "HEX")]
+    fingerprints: Vec<String>,
+    /// Where the HTTPS service listens.
+    #[arg(long, default_value = "0.0.0.0:443")]
+    https_listen: SocketAddr,
+    /// Where the HTTP-to-HTTPS redirector listens.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    http_listen: SocketAddr,
+    /// A network allowed to read health pages through sluice (repeatable).
+    #[arg(
+        long = "monitoring",
+        value_name = "CIDR",
+        default_values = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"]
+    )]
+    monitoring: Vec<String>,
+    /// Write the configuration here instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn parse_server(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, address) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\": expected NAME=ADDRESS, e.g. cas1=10.0.0.11"))?;
+    let address = address
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            address
+                .parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 443))
+        })
+        .map_err(|_| format!("\"{address}\" is not an IP address (with optional :port)"))?;
+    Ok((name.to_string(), address))
+}
+
+pub fn exchange(args: ExchangeArgs) -> ExitCode {
+    match write_exchange(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice init exchange: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
+    let dir = args
+        .output
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let (cert, key) = match (args.cert, args.key) {
+        (Some(c), Some(k)) => (absolute(c)?, absolute(k)?),
+        _ => placeholder_certificate(&dir, &args.namespace)?,
+    };
+    let template = Template {
+        namespace: args.namespace,
+        servers: args.servers,
+        version: args.version,
+        cert,
+        key,
+        fingerprints: args.fingerprints,
+        https_listen: args.https_listen,
+        http_listen: args.http_listen,
+        monitoring: args.monitoring,
+    };
+    let text = render(&template).map_err(|e| e.to_string())?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {}; check it with: sluice check --config {}",
+                path.display(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn absolute(path: PathBuf) -> Result<PathBuf, String> {
+    std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A self-signed certificate for the namespace, so the configuration runs at once.
+fn placeholder_certificate(dir: &Path, namespace: &str) -> Result<(PathBuf, PathBuf), String> {
+    let certified = rcgen::generate_simple_self_signed(vec![namespace.to_string()])
+        .map_err(|e| format!("cannot make a certificate for {namespace}: {e}"))?;
+    let cert = absolute(dir.join(format!("{namespace}.pem")))?;
+    let key = absolute(dir.join(format!("{namespace}.key")))?;
+    for (path, pem) in [
+        (&cert, certified.cert.pem()),
+        (&key, certified.signing_key.serialize_pem()),
+    ] {
+        std::fs::write(path, pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    eprintln!(
+        "wrote a self-signed certificate for {namespace} to {}: replace it with the certificate your Exchange servers present",
+        cert.display()
+    );
+    Ok((cert, key))
+}
