@@ -137,6 +137,7 @@ async fn forward<'r>(
     if auth && pool.cfg.pin_auth && ctx.pins.is_none() {
         return Err(ProxyError::Http11Required);
     }
+    let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
     // A pinned connection serves this request only if its server is in the request's
     // pool; otherwise it is closed here and the request is balanced as usual.
     let pinned = ctx.pins.as_ref().and_then(|slot| slot.take()).filter(|p| {
@@ -144,7 +145,6 @@ async fn forward<'r>(
             .iter()
             .any(|s| s.cfg.address == p.server.cfg.address)
     });
-    let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
     let server_idle = limits.server.unwrap_or(pool.cfg.timeouts.server);
     let sent = match pinned {
         Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,

@@ -153,3 +153,32 @@ async fn without_pinning_authenticated_connections_are_closed_not_shared() {
     );
     assert_eq!(pinned_total(&lb), 0);
 }
+
+#[tokio::test]
+async fn a_request_for_a_pool_without_the_pinned_server_closes_the_pin() {
+    let cas1 = Backend::start("cas1").await;
+    let cas2 = Backend::start("cas2").await;
+    let routes =
+        "[[service.route]]\nname = \"ews\"\nmatch = { path = \"/whoami\" }\npool = \"ews\"\n";
+    let config = service("owa", routes)
+        + &pool("ews", &[("cas1", cas1.addr)], "")
+        + &pool("owa", &[("cas2", cas2.addr)], "");
+    let lb = start(&config).await;
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    ntlm_login(&mut client, "/whoami", "alice").await.unwrap();
+    assert_eq!(pinned_total(&lb), 1);
+    let elsewhere = client.get("/owa/").await.unwrap();
+    assert_eq!(elsewhere.header("x-server"), Some("cas2"));
+    assert_eq!(
+        pinned_total(&lb),
+        0,
+        "the pinned connection was closed, not shared"
+    );
+    let again = client.get("/whoami").await.unwrap();
+    assert_eq!(
+        again.status,
+        401,
+        "alice must authenticate again: {}",
+        again.text()
+    );
+}
