@@ -156,6 +156,22 @@ impl<'a, 'i> Field<'a, 'i> {
         }
     }
 
+    /// A single string value or each element of a list, with its own key path; an empty
+    /// list is reported as missing at least one `what`.
+    pub(crate) fn one_or_many(&self, r: &mut Report, what: &str) -> Vec<Field<'a, 'i>> {
+        if self.value.get_ref().is_str() {
+            return vec![self.clone()];
+        }
+        let items = self.array(r).unwrap_or_default();
+        if items.is_empty() && self.value.get_ref().is_array() {
+            self.fail(r, format!("list at least one {what}"));
+        }
+        items
+            .into_iter()
+            .map(|(path, value)| Field { path, value })
+            .collect()
+    }
+
     /// Each element of an array as a table; elements of another type are reported.
     pub(crate) fn tables(&self, r: &mut Report) -> Vec<Table<'a, 'i>> {
         let Some(items) = self.array(r) else {

@@ -72,9 +72,10 @@ fn parse_header_match(mut t: Table, r: &mut Report) -> Option<Condition> {
 
 /// `"GET"` or `["GET", "HEAD"]`, upper-cased.
 fn methods(f: &Field, r: &mut Report) -> Vec<String> {
-    strings(f, r)
+    f.one_or_many(r, "method")
         .into_iter()
-        .filter_map(|(field, m)| {
+        .filter_map(|field| {
+            let m = field.str(r)?;
             if http_token(m) {
                 Some(m.to_ascii_uppercase())
             } else {
@@ -87,9 +88,10 @@ fn methods(f: &Field, r: &mut Report) -> Vec<String> {
 
 /// `"10.0.0.0/8"` or a list; a bare address means that one address.
 fn networks(f: &Field, r: &mut Report) -> Vec<ipnet::IpNet> {
-    strings(f, r)
+    f.one_or_many(r, "network")
         .into_iter()
-        .filter_map(|(field, s)| {
+        .filter_map(|field| {
+            let s = field.str(r)?;
             let parsed = s
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
@@ -100,25 +102,6 @@ fn networks(f: &Field, r: &mut Report) -> Vec<ipnet::IpNet> {
                     None
                 }
             }
-        })
-        .collect()
-}
-
-/// A string, or each string of a list, with the field to report problems at.
-fn strings<'a, 'i>(f: &Field<'a, 'i>, r: &mut Report) -> Vec<(Field<'a, 'i>, &'a str)> {
-    if f.value.get_ref().is_str() {
-        return f.str(r).map(|s| (f.clone(), s)).into_iter().collect();
-    }
-    let items = f.array(r).unwrap_or_default();
-    if items.is_empty() && f.value.get_ref().is_array() {
-        f.fail(r, "list at least one");
-    }
-    items
-        .into_iter()
-        .filter_map(|(path, value)| {
-            let field = Field { path, value };
-            let s = field.str(r)?;
-            Some((field, s))
         })
         .collect()
 }

@@ -95,21 +95,9 @@ fn parse_listen(t: &mut Table, r: &mut Report) -> (Vec<SocketAddr>, Vec<Named>) 
     let Some(f) = t.require(r, "listen") else {
         return (Vec::new(), Vec::new());
     };
-    let fields: Vec<Field> = if f.value.get_ref().is_str() {
-        vec![f.clone()]
-    } else {
-        f.array(r)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(path, value)| Field { path, value })
-            .collect()
-    };
-    if fields.is_empty() && f.value.get_ref().is_array() {
-        f.fail(r, "list at least one address");
-    }
     let mut addrs = Vec::new();
     let mut names = Vec::new();
-    for field in fields {
+    for field in f.one_or_many(r, "address") {
         if let Some(a) = socket_addr(&field, r) {
             addrs.push(a);
             if a.port() == 0 {
