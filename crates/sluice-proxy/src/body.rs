@@ -102,18 +102,14 @@ impl Metered {
         self
     }
 
-    /// Counts a frame; false once the body is past its limit.
-    fn within_limit(&mut self, frame: &Frame<Bytes>) -> bool {
-        self.seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-        let over = self.max.is_some_and(|max| self.seen > max);
-        if over {
-            self.exchange.too_large.store(true, Ordering::Relaxed);
-        }
-        !over
-    }
-
-    fn count(&self, frame: &Frame<Bytes>) {
+    /// Counts a frame; false (and nothing counted) once the body is past its limit.
+    fn count(&mut self, frame: &Frame<Bytes>) -> bool {
         let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+        self.seen += n;
+        if self.max.is_some_and(|max| self.seen > max) {
+            self.exchange.too_large.store(true, Ordering::Relaxed);
+            return false;
+        }
         match self.direction {
             Direction::Upload => {
                 self.exchange.bytes_in.fetch_add(n, Ordering::Relaxed);
@@ -123,6 +119,7 @@ impl Metered {
                 self.exchange.bytes_out.fetch_add(n, Ordering::Relaxed);
             }
         }
+        true
     }
 
     /// Pending on the inner body: is the idle limit up?
@@ -146,11 +143,10 @@ impl Body for Metered {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if !this.within_limit(&frame) {
+                if !this.count(&frame) {
                     let msg = format!("body larger than {} bytes", this.max.unwrap_or(0));
                     return Poll::Ready(Some(Err(msg.into())));
                 }
-                this.count(&frame);
                 if let Some(t) = this.timer.as_mut() {
                     t.as_mut().reset(tokio::time::Instant::now() + this.idle);
                 }

@@ -83,6 +83,13 @@ impl Leased {
     pub fn is_pinned(&self) -> bool {
         matches!(self, Leased::Pinned(_))
     }
+
+    fn is_ready(&self) -> bool {
+        match self {
+            Leased::Shared { conn, .. } => conn.is_ready(),
+            Leased::Pinned(p) => p.conn.is_ready(),
+        }
+    }
 }
 
 /// What becomes of a server connection once its response has ended.
@@ -99,7 +106,7 @@ impl Reuse {
     /// Hands a connection whose exchange completed cleanly to its next owner.
     pub fn settle(self, leased: Leased) {
         match (self, leased) {
-            (_, leased) if !leased_ready(&leased) => {}
+            (_, leased) if !leased.is_ready() => {}
             (Reuse::Pool { max_idle }, Leased::Shared { server, conn }) => {
                 server.idle.checkin(conn, max_idle)
             }
@@ -108,13 +115,6 @@ impl Reuse {
             // A pinned connection never goes anywhere but back to its own client.
             (Reuse::Pool { .. } | Reuse::Close, _) => {}
         }
-    }
-}
-
-fn leased_ready(leased: &Leased) -> bool {
-    match leased {
-        Leased::Shared { conn, .. } => conn.is_ready(),
-        Leased::Pinned(p) => p.conn.is_ready(),
     }
 }
 
