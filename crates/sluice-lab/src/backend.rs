@@ -132,7 +132,8 @@ impl Backend {
     }
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A loopback listener with SO_REUSEADDR, so a stopped server can listen again on its port.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

@@ -3,7 +3,7 @@
 //! started again on the same port, so tests can kill a server under sluice.
 
 pub mod backend;
-mod bodies;
+pub mod bodies;
 pub mod certs;
 pub mod client;
 pub mod conn_auth;
