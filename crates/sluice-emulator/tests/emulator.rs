@@ -9,7 +9,8 @@ use sluice_emulator::{
 };
 use sluice_lab::client::{empty, full, BoxError, Client};
 use sluice_lab::conn_auth::ntlm_login;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use sluice_lab::raw;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 fn array(versions: &[Version]) -> Array {
@@ -357,22 +358,6 @@ async fn activesync_ping_is_held_for_its_heartbeat() {
     assert_eq!(activesync::status_of(&refused.body), Some(5));
 }
 
-async fn read_head(conn: &mut BufReader<TcpStream>) -> String {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), conn.read_line(&mut line))
-            .await
-            .expect("an answer within 5s")
-            .unwrap();
-        assert!(n > 0, "closed after {head:?}");
-        head.push_str(&line);
-        if line == "\r\n" {
-            return head;
-        }
-    }
-}
-
 #[tokio::test]
 async fn ews_expect_continue_refuses_before_the_body_and_accepts_after_100() {
     let mut options = ArrayOptions::new(&[Version::V2016]);
@@ -393,7 +378,7 @@ async fn ews_expect_continue_refuses_before_the_body_and_accepts_after_100() {
         .write_all(head("").as_bytes())
         .await
         .unwrap();
-    let refused = read_head(&mut anonymous).await;
+    let refused = raw::read_head(&mut anonymous).await.unwrap();
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     assert_eq!(server.counts().body_bytes, 0);
 
@@ -403,18 +388,12 @@ async fn ews_expect_continue_refuses_before_the_body_and_accepts_after_100() {
         .write_all(head(auth).as_bytes())
         .await
         .unwrap();
-    let go_on = read_head(&mut user).await;
+    let go_on = raw::read_head(&mut user).await.unwrap();
     assert!(go_on.starts_with("HTTP/1.1 100"), "{go_on}");
     user.get_mut().write_all(body.as_bytes()).await.unwrap();
-    let answer = read_head(&mut user).await;
+    let answer = raw::read_head(&mut user).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let length: usize = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut xml = vec![0; length];
+    let mut xml = vec![0; raw::content_length(&answer)];
     user.read_exact(&mut xml).await.unwrap();
     assert_eq!(
         ews::mailbox(&String::from_utf8_lossy(&xml)).as_deref(),

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::catalogue::{Affinity, Version, Workload, WORKLOADS};
 
@@ -24,6 +25,24 @@ pub struct Template {
     pub http_listen: SocketAddr,
     /// Networks allowed to read the health pages through sluice.
     pub monitoring: Vec<String>,
+    pub probe: ProbeTiming,
+}
+
+/// How often each workload's health page is read, and how long an answer may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTiming {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for ProbeTiming {
+    /// 5 s and 3 s: a failed component is out within about 15 s (3 failures).
+    fn default() -> Self {
+        ProbeTiming {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +97,8 @@ fn validate(t: &Template) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// A TOML basic string.
-fn quote(s: &str) -> String {
+/// `s` as a TOML basic string, quoted and escaped.
+pub fn quote(s: &str) -> String {
     let mut q = String::from('"');
     for c in s.chars() {
         match c {
@@ -115,11 +134,16 @@ fn header(out: &mut String, t: &Template) {
 }
 
 fn redirector(out: &mut String, t: &Template) {
+    // Clients must land on the HTTPS service's port when it is not the standard one.
+    let port = match t.https_listen.port() {
+        0 | 443 => String::new(),
+        p => format!(", port = {p}"),
+    };
     let _ = writeln!(
         out,
         "# Plain HTTP: everything is redirected to HTTPS, keeping the path and query.\n\
          [[service]]\nname = \"http\"\nlisten = {}\n\n[[service.rule]]\n\
-         redirect = {{ status = 301, scheme = \"https\" }}\n",
+         redirect = {{ status = 301, scheme = \"https\"{port} }}\n",
         quote(&t.http_listen.to_string())
     );
 }
@@ -216,10 +240,21 @@ fn health(out: &mut String, t: &Template, w: &Workload) {
         "# Managed Availability: healthy is 200 with a body starting \"200 OK\". Never probe `/`,\n\
          # which redirects to /owa/ since 2013 CU6.\n\
          [pool.health]\npath = {}\nhost = {}\nexpect_status = 200\nexpect_body = \"200 OK\"\n\
-         interval = \"5s\"\ntimeout = \"3s\"\nrise = 2\nfall = 3\n",
+         interval = {}\ntimeout = {}\nrise = 2\nfall = 3\n",
         quote(w.health_path),
-        quote(&t.namespace)
+        quote(&t.namespace),
+        quote(&millis(t.probe.interval)),
+        quote(&millis(t.probe.timeout)),
     );
+}
+
+/// A duration as sluice reads it: whole seconds when it is, else milliseconds.
+fn millis(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 fn upstream_tls(out: &mut String, t: &Template) {

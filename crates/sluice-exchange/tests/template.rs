@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use sluice_exchange::{render, Template, Version, WORKLOADS};
+use sluice_exchange::{render, ProbeTiming, Template, Version, WORKLOADS};
 use sluice_lab::{Backend, Client, TestCert};
 use sluice_proxy::{AccessLog, Proxy};
 
@@ -24,6 +24,7 @@ fn template(dir: &Path, version: Version, servers: &[&Backend], fingerprint: &st
         https_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
         monitoring: vec!["10.0.0.0/8".into()],
+        probe: ProbeTiming::default(),
     }
 }
 
@@ -123,6 +124,7 @@ fn bad_input_is_refused_with_a_reason() {
         https_listen: "0.0.0.0:443".parse().unwrap(),
         http_listen: "0.0.0.0:80".parse().unwrap(),
         monitoring: vec![],
+        probe: ProbeTiming::default(),
     };
     let text = render(&base).unwrap();
     assert!(

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub struct Client {
     sender: SendRequest<Body>,
@@ -53,19 +53,7 @@ impl Client {
         name: &str,
         trusted: rustls_pki_types::CertificateDer<'static>,
     ) -> Result<Client, BoxError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(trusted)?;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let server_name = rustls_pki_types::ServerName::try_from(name.to_string())?;
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(server_name, tcp)
-            .await?;
+        let tls = tls_connect(addr, name, trusted).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         Ok(Client {
@@ -135,4 +123,28 @@ pub fn generated(len: u64) -> Body {
     crate::bodies::Filler::new(len)
         .map_err(|e| match e {})
         .boxed_unsync()
+}
+
+/// A TLS stream to `addr` for `name`, trusting only `trusted`, offering HTTP/1.1: for
+/// clients that write HTTP by hand.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    trusted: rustls_pki_types::CertificateDer<'static>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, BoxError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string())?;
+    let tcp = TcpStream::connect(addr).await?;
+    Ok(
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(server_name, tcp)
+            .await?,
+    )
 }

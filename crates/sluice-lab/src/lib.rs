@@ -7,6 +7,7 @@ pub mod bodies;
 pub mod certs;
 pub mod client;
 pub mod conn_auth;
+pub mod raw;
 
 pub use backend::Backend;
 pub use certs::TestCert;

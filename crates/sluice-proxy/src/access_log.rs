@@ -29,14 +29,20 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("sluice-access-log".into())
             .spawn(move || {
+                // Standard output is locked per batch, not for good: the rest of the
+                // process may print too.
                 let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::new(stdout.lock());
+                let mut batch = Vec::with_capacity(64 * 1024);
                 while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
+                    batch.extend_from_slice(line.as_bytes());
+                    while batch.len() < 64 * 1024 {
+                        let Ok(more) = rx.try_recv() else { break };
+                        batch.extend_from_slice(more.as_bytes());
                     }
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(&batch);
                     let _ = out.flush();
+                    batch.clear();
                 }
             })
             .map(|_| AccessLog {

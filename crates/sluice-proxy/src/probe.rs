@@ -53,8 +53,16 @@ impl sluice_health::Probe for HttpCheck {
         let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         if status != self.probe.expect_status {
+            // A redirect here is the classic mistake (Exchange sends `/` to /owa/ since
+            // 2013 CU6): say where it points.
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| format!(" (redirect to {l})"))
+                .unwrap_or_default();
             return Err(format!(
-                "{} answered {status}, expected {}",
+                "{} answered {status}{location}, expected {}",
                 self.probe.path, self.probe.expect_status
             ));
         }

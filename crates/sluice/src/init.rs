@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use sluice_exchange::{render, Template, Version};
+use sluice_exchange::{render, ProbeTiming, Template, Version};
 
 #[derive(Args)]
 pub struct ExchangeArgs {
@@ -93,6 +93,7 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         https_listen: args.https_listen,
         http_listen: args.http_listen,
         monitoring: args.monitoring,
+        probe: ProbeTiming::default(),
     };
     let text = render(&template).map_err(|e| e.to_string())?;
     match &args.output {

@@ -1,6 +1,8 @@
-//! The `sluice` command: `run` a configuration, `check` one without starting, `init` one.
+//! The `sluice` command: `lab` to try it against emulated Exchange servers, `run` a
+//! configuration, `check` one without starting, `init` one.
 
 mod init;
+mod lab;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start emulated Exchange servers with sluice in front of them (or replay an incident
+    /// with --scenario).
+    Lab(Box<lab::LabArgs>),
     /// Run in the foreground until SIGTERM or SIGINT, then stop gracefully.
     Run {
         /// The configuration file (TOML).
@@ -46,17 +51,20 @@ enum Init {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // A scenario's narrative is its output; sluice's own log would only interleave.
+    let scenario = matches!(&cli.command, Command::Lab(args) if args.is_scenario());
+    init_tracing(if scenario { "error" } else { "info" });
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Init(Init::Exchange(args)) => init::exchange(*args),
+        Command::Lab(args) => lab::lab(*args),
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -91,17 +99,20 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    match runtime() {
+        Ok(runtime) => runtime.block_on(serve(config)),
+        Err(code) => code,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve(config))
+            ExitCode::FAILURE
+        })
 }
 
 async fn serve(config: sluice_config::Config) -> ExitCode {
@@ -143,13 +154,13 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-struct StopSignals {
+pub(crate) struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    fn install() -> std::io::Result<Self> {
+    pub(crate) fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(StopSignals {
             term: signal(SignalKind::terminate())?,
@@ -157,7 +168,7 @@ impl StopSignals {
         })
     }
 
-    async fn wait(mut self) {
+    pub(crate) async fn wait(mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

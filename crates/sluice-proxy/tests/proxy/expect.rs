@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sluice_lab::raw::{self, content_length};
 use sluice_lab::Backend;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,37 +14,12 @@ use crate::harness::{pool, service, start};
 
 const BODY: usize = 100_000;
 
-/// Reads one response head (status line and headers).
 async fn read_head(conn: &mut BufReader<TcpStream>) -> String {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut line))
-            .await
-            .expect("a response within 10s")
-            .unwrap();
-        assert!(n > 0, "connection closed after {head:?}");
-        head.push_str(&line);
-        if line == "\r\n" {
-            return head;
-        }
-    }
-}
-
-fn content_length(head: &str) -> usize {
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0)
+    raw::read_head(conn).await.unwrap()
 }
 
 async fn read_response(conn: &mut BufReader<TcpStream>) -> (String, String) {
-    let head = read_head(conn).await;
-    let mut body = vec![0; content_length(&head)];
-    conn.read_exact(&mut body).await.unwrap();
+    let (head, body) = raw::read_response(conn).await.unwrap();
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 

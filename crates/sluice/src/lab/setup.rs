@@ -1,0 +1,206 @@
+//! An emulated array with sluice in front of it, in this process: the ground every lab
+//! mode stands on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sluice_emulator::Array;
+use sluice_exchange::{toml_string, ProbeTiming, Template};
+use sluice_lab::client::{tls_connect, BoxError};
+use sluice_lab::{Client, TestCert};
+use sluice_proxy::{AccessLog, Proxy, ServerStatus};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+
+/// The name the lab's clients use for sluice (its certificate is made for it).
+pub const NAMESPACE: &str = "localhost";
+
+/// What a lab configuration is written for.
+pub struct Setting<'a> {
+    pub array: &'a Array,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Setting<'_> {
+    /// What `sluice init exchange` writes for these servers, pinning their certificates.
+    pub fn exchange_template(&self, probe: ProbeTiming) -> Template {
+        Template {
+            namespace: NAMESPACE.into(),
+            servers: self
+                .array
+                .servers
+                .iter()
+                .map(|s| (s.name().to_string(), s.addr))
+                .collect(),
+            version: self.array.oldest(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            fingerprints: self.array.fingerprints(),
+            https_listen: self.https,
+            http_listen: self.http,
+            monitoring: vec!["127.0.0.0/8".into()],
+            probe,
+        }
+    }
+
+    /// The embedded default configuration.
+    pub fn default_config(&self, probe: ProbeTiming) -> Result<String, String> {
+        sluice_exchange::render(&self.exchange_template(probe)).map_err(|e| e.to_string())
+    }
+
+    /// The servers as a TOML array of inline tables.
+    pub fn servers_toml(&self) -> String {
+        let servers: Vec<String> = self
+            .array
+            .servers
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{ name = {}, address = {} }}",
+                    toml_string(s.name()),
+                    toml_string(&s.addr.to_string())
+                )
+            })
+            .collect();
+        format!("[{}]", servers.join(", "))
+    }
+
+    /// A `[service.tls]` table presenting the lab's certificate.
+    pub fn service_tls_toml(&self) -> String {
+        format!(
+            "[service.tls]\ncertificates = [{{ cert = {}, key = {} }}]\n",
+            toml_string(&self.cert.to_string_lossy()),
+            toml_string(&self.key.to_string_lossy())
+        )
+    }
+
+    /// A `[pool.tls]` table pinning the servers' certificates.
+    pub fn pool_tls_toml(&self) -> String {
+        let pins: Vec<String> = self
+            .array
+            .fingerprints()
+            .iter()
+            .map(|f| toml_string(f))
+            .collect();
+        format!(
+            "[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [{}]\n",
+            pins.join(", ")
+        )
+    }
+}
+
+/// sluice running in front of an emulated array.
+pub struct Lab {
+    pub array: Array,
+    pub proxy: Proxy,
+    /// The configuration sluice runs.
+    pub config_path: PathBuf,
+    /// Its services' names, in order.
+    pub services: Vec<String>,
+    /// sluice's own certificate, when the lab made it.
+    pub cert: Option<(PathBuf, TestCert)>,
+    // Holds the certificate and configuration files while the lab runs.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Lab {
+    /// Writes sluice a certificate and the configuration `config` makes for the array,
+    /// then starts sluice with it on loopback ports `https` and `http` (0: any).
+    pub async fn start(
+        array: Array,
+        (https, http): (u16, u16),
+        config: impl FnOnce(&Setting) -> Result<String, String>,
+        log: AccessLog,
+    ) -> Result<Lab, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-lab-")
+            .tempdir()
+            .map_err(|e| format!("cannot make a directory for the lab: {e}"))?;
+        let front = TestCert::new(&[NAMESPACE]);
+        let (cert, key) = front.write(dir.path(), "sluice");
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let setting = Setting {
+            array: &array,
+            cert: cert.clone(),
+            key,
+            https: loopback(https),
+            http: loopback(http),
+        };
+        let text = config(&setting)?;
+        let config_path = dir.path().join("sluice.toml");
+        std::fs::write(&config_path, text)
+            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+        let mut lab = Self::with_file(array, &config_path, log).await?;
+        lab.cert = Some((cert, front));
+        lab._dir = Some(dir);
+        Ok(lab)
+    }
+
+    /// Starts sluice with the administrator's own configuration.
+    pub async fn with_file(array: Array, path: &Path, log: AccessLog) -> Result<Lab, String> {
+        let config = sluice_config::load(path).map_err(|errors| errors.to_string())?;
+        let services = config.services.iter().map(|s| s.name.clone()).collect();
+        let proxy = Proxy::start(config, log).await.map_err(|e| e.to_string())?;
+        Ok(Lab {
+            array,
+            proxy,
+            config_path: path.to_path_buf(),
+            services,
+            cert: None,
+            _dir: None,
+        })
+    }
+
+    /// Where `service` listens (its first address).
+    pub fn addr(&self, service: &str) -> Option<SocketAddr> {
+        self.proxy.local_addrs(service).first().copied()
+    }
+
+    /// A new HTTPS connection to sluice's `exchange` service, trusting sluice's certificate.
+    pub async fn client(&self) -> Result<Client, BoxError> {
+        let (addr, cert) = self.front()?;
+        Client::connect_tls(addr, NAMESPACE, cert).await
+    }
+
+    /// A TLS connection to the same, for requests written by hand.
+    pub async fn raw(&self) -> Result<BufReader<TlsStream<TcpStream>>, BoxError> {
+        let (addr, cert) = self.front()?;
+        Ok(BufReader::new(tls_connect(addr, NAMESPACE, cert).await?))
+    }
+
+    fn front(&self) -> Result<(SocketAddr, CertificateDer<'static>), BoxError> {
+        let addr = self
+            .addr("exchange")
+            .ok_or("no service named \"exchange\"")?;
+        let (_, cert) = self
+            .cert
+            .as_ref()
+            .ok_or("the lab did not make sluice's certificate")?;
+        Ok((addr, cert.cert_der()))
+    }
+
+    pub fn status(&self, pool: &str, server: &str) -> Option<ServerStatus> {
+        self.proxy
+            .server_status()
+            .into_iter()
+            .find(|s| s.pool == pool && s.server == server)
+    }
+
+    /// Waits up to `limit` for `ready`, checking every 20 ms.
+    pub async fn wait_for(&self, limit: Duration, ready: impl Fn(&Lab) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !ready(self) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
