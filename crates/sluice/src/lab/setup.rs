@@ -105,8 +105,9 @@ pub struct Lab {
     pub services: Vec<String>,
     /// sluice's own certificate, when the lab made it.
     pub cert: Option<(PathBuf, TestCert)>,
-    // Holds the certificate and configuration files while the lab runs.
-    _dir: Option<tempfile::TempDir>,
+    /// The directory holding the certificate and configuration the lab wrote; removed
+    /// when the lab stops.
+    files: Option<tempfile::TempDir>,
 }
 
 impl Lab {
@@ -138,7 +139,7 @@ impl Lab {
             .map_err(|e| format!("{}: {e}", config_path.display()))?;
         let mut lab = Self::with_file(array, &config_path, log).await?;
         lab.cert = Some((cert, front));
-        lab._dir = Some(dir);
+        lab.files = Some(dir);
         Ok(lab)
     }
 
@@ -153,7 +154,7 @@ impl Lab {
             config_path: path.to_path_buf(),
             services,
             cert: None,
-            _dir: None,
+            files: None,
         })
     }
 
