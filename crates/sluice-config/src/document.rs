@@ -91,6 +91,13 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .get("access_log")
             .and_then(|f| f.bool(r))
             .unwrap_or(d.access_log),
+        persistence_secret: t.get("persistence_secret").and_then(|f| {
+            let secret = f.non_empty_str(r)?;
+            if secret.len() < 16 {
+                f.fail(r, "use at least 16 characters");
+            }
+            Some(secret.to_string())
+        }),
     };
     t.finish(r);
     g

@@ -7,6 +7,7 @@
 mod document;
 mod error;
 mod model;
+mod persistence;
 mod pool;
 mod reader;
 mod rules;

@@ -26,6 +26,9 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// Write one access log line per request to stdout.
     pub access_log: bool,
+    /// Keys the persistence cookie's server ids. Without it a random key is made at start,
+    /// so cookies do not survive a restart or work across several instances.
+    pub persistence_secret: Option<String>,
 }
 
 impl Default for Global {
@@ -33,6 +36,7 @@ impl Default for Global {
         Global {
             shutdown_timeout: Duration::from_secs(30),
             access_log: true,
+            persistence_secret: None,
         }
     }
 }
@@ -246,10 +250,82 @@ pub enum RedirectTo {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Algorithm {
     RoundRobin,
     LeastConn,
+    /// Consistent (rendezvous) hashing: instances with the same servers agree without
+    /// sharing state, and removing one of N servers moves only its own keys.
+    Hash(HashOn),
+}
+
+/// What `algorithm = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// The client's address.
+    Source,
+    /// A request header's value (lowercase name); requests without it are balanced by
+    /// round robin.
+    Header(String),
+}
+
+/// Keeping a client's requests on one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    pub kind: PersistenceKind,
+    /// A table entry unused this long is forgotten (source and header kinds).
+    pub idle_timeout: Duration,
+    /// The most entries kept; the least recently used goes first.
+    pub max_entries: usize,
+    pub on_server_down: OnServerDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistenceKind {
+    /// A cookie naming the server, inserted by sluice and removed before the server sees it.
+    Cookie(PersistCookie),
+    /// The client's address, masked to these prefix lengths.
+    Source { prefix_v4: u8, prefix_v6: u8 },
+    /// A request header's value (lowercase name).
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersistCookie {
+    pub name: String,
+    pub path: String,
+    pub domain: Option<String>,
+    /// None: a session cookie.
+    pub max_age: Option<Duration>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// What a request persisted to an unavailable server gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnServerDown {
+    /// Another server, and the persistence moves there.
+    Redispatch,
+    /// An error (503).
+    Fail,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +346,10 @@ pub struct Pool {
     /// authentication (NTLM, Negotiate) is seen on it. Off: such server connections are
     /// closed after the exchange instead of being shared.
     pub pin_auth: bool,
+    pub persistence: Option<Persistence>,
+    /// A server coming back up ramps from a small share of its weight to all of it over
+    /// this long.
+    pub slow_start: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,18 +28,7 @@ pub(crate) fn parse_all(
 
 fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>) {
     let name = named(&mut t, r);
-    let algorithm = t
-        .get("algorithm")
-        .and_then(|f| {
-            f.choice(
-                r,
-                &[
-                    ("round-robin", Algorithm::RoundRobin),
-                    ("least-conn", Algorithm::LeastConn),
-                ],
-            )
-        })
-        .unwrap_or(Algorithm::RoundRobin);
+    let algorithm = parse_algorithm(&mut t, r);
     let servers = parse_servers(&mut t, r);
     let health = t.section(r, "health", parse_health);
     let tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
@@ -54,6 +43,8 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         .unwrap_or(64) as usize;
     let idle_timeout = t.duration_or(r, "idle_timeout", Duration::from_secs(60));
     let pin_auth = t.get("pin_auth").and_then(|f| f.bool(r)).unwrap_or(true);
+    let persistence = t.section(r, "persistence", crate::persistence::parse);
+    let slow_start = t.get("slow_start").and_then(|f| f.positive_duration(r));
     t.finish(r);
     let pool = Pool {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -66,8 +57,45 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         max_idle_per_server,
         idle_timeout,
         pin_auth,
+        persistence,
+        slow_start,
     };
     (pool, name)
+}
+
+fn parse_algorithm(t: &mut Table, r: &mut Report) -> Algorithm {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        RoundRobin,
+        LeastConn,
+        Hash,
+    }
+    let kind = t.get("algorithm").and_then(|f| {
+        f.choice(
+            r,
+            &[
+                ("round-robin", Kind::RoundRobin),
+                ("least-conn", Kind::LeastConn),
+                ("hash", Kind::Hash),
+            ],
+        )
+    });
+    let hash_on = t.get("hash_on");
+    match kind {
+        Some(Kind::Hash) => Algorithm::Hash(match hash_on {
+            None => HashOn::Source,
+            Some(f) => crate::persistence::hash_on(&f, r),
+        }),
+        other => {
+            if let Some(f) = hash_on {
+                f.fail(r, "applies only with algorithm = \"hash\"");
+            }
+            match other {
+                Some(Kind::LeastConn) => Algorithm::LeastConn,
+                _ => Algorithm::RoundRobin,
+            }
+        }
+    }
 }
 
 /// The table's required `name`, kept with its location.

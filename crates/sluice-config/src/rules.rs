@@ -112,7 +112,7 @@ pub(crate) fn http_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn header_name(f: &Field, r: &mut Report) -> Option<String> {
+pub(crate) fn header_name(f: &Field, r: &mut Report) -> Option<String> {
     let n = f.non_empty_str(r)?;
     if http_token(n) {
         Some(n.to_ascii_lowercase())

@@ -1,9 +1,9 @@
 //! The probing loop for one server, and the shared health record the data plane reads.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::machine::{Machine, Transition};
 
@@ -14,6 +14,15 @@ pub struct ServerHealth {
     up: AtomicBool,
     machine: Mutex<Machine>,
     last_failure: Mutex<Option<String>>,
+    /// When it last came back up, in nanoseconds after [`epoch`] (0: it never went down),
+    /// read on every pick by slow start, hence an atomic.
+    came_up: AtomicU64,
+}
+
+/// The process-wide origin of `came_up` times.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl ServerHealth {
@@ -22,6 +31,7 @@ impl ServerHealth {
             up: AtomicBool::new(true),
             machine: Mutex::new(Machine::new(rise, fall)),
             last_failure: Mutex::new(None),
+            came_up: AtomicU64::new(0),
         }
     }
 
@@ -38,7 +48,25 @@ impl ServerHealth {
         let mut machine = lock(&self.machine);
         let change = machine.observe(ok);
         self.up.store(machine.is_up(), Ordering::Relaxed);
+        if change == Some(Transition::CameUp) {
+            let since = Instant::now().saturating_duration_since(epoch()).as_nanos();
+            self.came_up.store(
+                u64::try_from(since).unwrap_or(u64::MAX).max(1),
+                Ordering::Relaxed,
+            );
+        }
         change
+    }
+
+    /// How long ago it came back up after being down; `None` if it never went down
+    /// (a server that was up from the start needs no slow start).
+    pub fn up_for(&self, now: Instant) -> Option<Duration> {
+        let came_up = self.came_up.load(Ordering::Relaxed);
+        if came_up == 0 || !self.is_up() {
+            return None;
+        }
+        let at = epoch() + Duration::from_nanos(came_up);
+        Some(now.saturating_duration_since(at))
     }
 
     pub fn last_failure(&self) -> Option<String> {
@@ -98,6 +126,18 @@ mod tests {
                 Ok(())
             }
         }
+    }
+
+    #[test]
+    fn only_a_server_that_came_back_has_an_up_time() {
+        let health = ServerHealth::new(1, 1);
+        assert_eq!(health.up_for(Instant::now()), None);
+        health.record(Err("refused".into()));
+        assert_eq!(health.up_for(Instant::now()), None);
+        health.record(Ok(()));
+        let later = Instant::now() + Duration::from_secs(5);
+        let up_for = health.up_for(later).expect("it came back");
+        assert!(up_for >= Duration::from_secs(5) && up_for < Duration::from_secs(6));
     }
 
     #[tokio::test(start_paused = true)]

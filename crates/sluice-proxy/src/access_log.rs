@@ -109,6 +109,8 @@ pub struct Record {
     /// The request went over, or started, a server connection owned by its client
     /// connection (NTLM/Negotiate).
     pub pinned: bool,
+    /// What persistence decided: `new`, `hit` or `redispatched`.
+    pub persist: Option<&'static str>,
 }
 
 impl Record {
@@ -146,7 +148,9 @@ impl Record {
                 }
             }
         }
-        let _ = writeln!(s, " pinned={} end={}", u8::from(self.pinned), self.end);
+        let _ = write!(s, " pinned={}", u8::from(self.pinned));
+        field(&mut s, "persist", self.persist);
+        let _ = writeln!(s, " end={}", self.end);
         s
     }
 }
@@ -204,7 +208,7 @@ mod tests {
             r.to_line(),
             "1970-01-01T00:00:01.500Z client=127.0.0.1:5000 service=mail route=ews pool=ews server=cas1 \
              method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 status=200 in=10 out=20 \
-             t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- pinned=1 end=done\n"
+             t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- pinned=1 persist=- end=done\n"
         );
     }
 }

@@ -13,6 +13,10 @@ pub enum ProxyError {
     /// Capacity: every server of the pool is down, drained, full or weight 0.
     #[error("no server available in pool {0}")]
     NoServer(String),
+    /// Capacity: the server a persisted client belongs to is down and the pool says
+    /// `on_server_down = "fail"`.
+    #[error("server {0}, which holds this client's session, is unavailable")]
+    SessionServerDown(String),
     /// Server: a connection could not be made (after any retries).
     #[error("cannot connect to {server}: {reason}")]
     Connect { server: String, reason: String },
@@ -42,7 +46,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer(_) | ProxyError::SessionServerDown(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect { .. }
             | ProxyError::ServerFailed { .. }
             | ProxyError::PinnedLost { .. } => StatusCode::BAD_GATEWAY,
@@ -58,6 +64,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::NoServer(_) => "no_server",
+            ProxyError::SessionServerDown(_) => "session_server_down",
             ProxyError::Connect { .. } => "connect_failed",
             ProxyError::ServerTimeout { .. } => "server_timeout",
             ProxyError::ServerFailed { .. } => "server_failed",

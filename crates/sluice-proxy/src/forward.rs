@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use http::header::SET_COOKIE;
 use http::request::Parts;
-use http::{Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
-use sluice_config::Service;
+use sluice_config::{OnServerDown, Service};
 
 use crate::access_log::{AccessLog, Record};
 use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
@@ -18,11 +19,12 @@ use crate::error::ProxyError;
 use crate::expect::GateHandle;
 use crate::headers::remove_hop_by_hop;
 use crate::local::{error_response, rule_response};
+use crate::persistence::{forbid_shared_caching, Decision, Sticky};
 use crate::pinning::{self, Leased, PinSlot, Pinned, Reuse};
 use crate::request;
 use crate::routing;
 use crate::rules::{self, Answer, ResponseEdits};
-use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
+use crate::state::{ActiveGuard, Choice, PoolRt, ServerRt, Snapshot};
 use crate::upstream::UpstreamBody;
 
 /// What a request handler knows about the client connection it serves.
@@ -58,6 +60,8 @@ struct Answered<'r> {
     /// The longest silence allowed inside the response body.
     server_idle: Duration,
     edits: ResponseEdits<'r>,
+    /// The persistence cookie to give the client.
+    set_cookie: Option<HeaderValue>,
 }
 
 /// Where a request ended up.
@@ -137,6 +141,17 @@ async fn forward<'r>(
     if auth && pool.cfg.pin_auth && ctx.pins.is_none() {
         return Err(ProxyError::Http11Required);
     }
+    let now = Instant::now();
+    let sticky = pool
+        .persistence
+        .as_ref()
+        .map(|p| p.read(&mut parts.headers, client, now))
+        .unwrap_or_default();
+    let choice = Choice {
+        prefer: sticky.prefer,
+        hash: pool.hash_key(&parts.headers, client),
+    };
+    refuse_lost_session(&pool, choice)?;
     let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
     // A pinned connection serves this request only if its server is in the request's
     // pool; otherwise it is closed here and the request is balanced as usual.
@@ -148,7 +163,7 @@ async fn forward<'r>(
     let server_idle = limits.server.unwrap_or(pool.cfg.timeouts.server);
     let sent = match pinned {
         Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,
-        None => send(&pool, req, replay, server_idle, record, exchange).await,
+        None => send(&pool, req, replay, choice, server_idle, record, exchange).await,
     };
     let (response, leased, active) = match sent {
         Err(_) if exchange.too_large() => {
@@ -156,6 +171,7 @@ async fn forward<'r>(
         }
         other => other?,
     };
+    let set_cookie = remember(&pool, sticky, &leased, record, now);
     Ok(Outcome::Proxied(Box::new(Answered {
         response,
         leased,
@@ -165,7 +181,38 @@ async fn forward<'r>(
         gate,
         server_idle,
         edits,
+        set_cookie,
     })))
+}
+
+/// With `on_server_down = "fail"`, a request whose server cannot take it gets an error
+/// instead of another server.
+fn refuse_lost_session(pool: &PoolRt, choice: Choice) -> Result<(), ProxyError> {
+    let (Some(persistence), Some(prefer)) = (&pool.persistence, choice.prefer) else {
+        return Ok(());
+    };
+    let server = &pool.servers[prefer];
+    if persistence.cfg.on_server_down == OnServerDown::Fail && !server.can_continue() {
+        return Err(ProxyError::SessionServerDown(server.cfg.name.clone()));
+    }
+    Ok(())
+}
+
+/// Records where a persisted pool's request went; the cookie to set, if any.
+fn remember(
+    pool: &PoolRt,
+    sticky: Sticky,
+    leased: &Leased,
+    record: &mut Record,
+    now: Instant,
+) -> Option<HeaderValue> {
+    let persistence = pool.persistence.as_ref()?;
+    let Leased::Shared { server, .. } = leased else {
+        return None;
+    };
+    let chosen = pool.servers.iter().position(|s| Arc::ptr_eq(s, server))?;
+    record.persist = Some(Decision::of(sticky, chosen).as_str());
+    persistence.remember(sticky, chosen, now)
 }
 
 /// How many times a request without a body is re-sent after a reused connection died
@@ -206,6 +253,7 @@ async fn send(
     pool: &Arc<PoolRt>,
     req: Request<UpstreamBody>,
     replay: Option<Parts>,
+    choice: Choice,
     limit: Duration,
     record: &mut Record,
     exchange: &Arc<Exchange>,
@@ -217,7 +265,7 @@ async fn send(
     let mut last_error = None;
     while tried.len() < attempts {
         let picking = Instant::now();
-        let Some(index) = pool.pick(&tried) else {
+        let Some(index) = pool.pick(&tried, choice) else {
             break;
         };
         record.t_wait.get_or_insert(picking.elapsed());
@@ -290,7 +338,7 @@ async fn send(
     // When the failures just seen have taken every server out, the pool is down: the
     // sorry page says so better than a bare 502.
     match last_error {
-        Some(e) if pool.pick(&[]).is_some() => Err(e),
+        Some(e) if pool.pick(&[], Choice::default()).is_some() => Err(e),
         _ => Err(ProxyError::NoServer(pool.cfg.name.clone())),
     }
 }
@@ -351,6 +399,7 @@ fn relay(
         gate,
         server_idle,
         edits,
+        set_cookie,
     } = answered;
     let (mut parts, body) = response.into_parts();
     let binds = auth || leased.is_pinned() || pinning::response_binds(parts.status, &parts.headers);
@@ -368,6 +417,10 @@ fn relay(
     record.pinned = matches!(reuse, Reuse::Pin(_));
     remove_hop_by_hop(&mut parts.headers);
     edits.apply(&mut parts.headers);
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(SET_COOKIE, cookie);
+        forbid_shared_caching(&mut parts.headers);
+    }
     record.status = parts.status.as_u16();
     let body = Metered::new(body, exchange.clone(), Direction::Download, server_idle);
     let finish = Finish {

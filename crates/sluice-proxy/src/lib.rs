@@ -14,6 +14,7 @@ mod forward;
 mod headers;
 mod listener;
 mod local;
+mod persistence;
 mod pinning;
 mod probe;
 mod request;
@@ -81,7 +82,8 @@ impl Proxy {
     /// tokio runtime.
     pub async fn start(config: Config, log: AccessLog) -> Result<Proxy, StartError> {
         let config = Arc::new(config);
-        let snapshot = Arc::new(Snapshot::build(config.clone())?);
+        let cookie_key = persistence::cookie_key(config.global.persistence_secret.as_deref());
+        let snapshot = Arc::new(Snapshot::build(config.clone(), &cookie_key)?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let tracker = Arc::new(ConnTracker::default());
         let shared = Arc::new(ArcSwap::new(snapshot.clone()));
@@ -159,6 +161,19 @@ impl Proxy {
                     pinned: s.pinned(),
                     last_failure: s.health.last_failure(),
                 })
+            })
+            .collect()
+    }
+
+    /// Live stick table entries per pool with source or header persistence (for metrics).
+    pub fn persistence_entries(&self) -> Vec<(String, usize)> {
+        self.snapshot
+            .load()
+            .pools
+            .iter()
+            .filter_map(|p| {
+                let persistence = p.persistence.as_ref()?;
+                Some((p.cfg.name.clone(), persistence.entries()))
             })
             .collect()
     }
