@@ -367,3 +367,90 @@ servers = [{ name = "a", address = "10.0.0.1:80" }]
         );
     }
 }
+
+const POOL_HEAD: &str =
+    "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:80\"\ndefault_pool = \"p\"\n\
+[[pool]]\nname = \"p\"\nservers = [{ name = \"s\", address = \"10.0.0.1:443\" }]\n";
+
+#[test]
+fn persistence_and_hashing_parse_into_the_model() {
+    use sluice_config::{HashOn, OnServerDown, PersistenceKind, SameSite};
+    let text = format!(
+        "{POOL_HEAD}algorithm = \"hash\"\nhash_on = {{ header = \"X-AnchorMailbox\" }}\nslow_start = \"60s\"\n\
+         [pool.persistence]\nkind = \"cookie\"\ncookie = \"SLUICE_OWA\"\ncookie_max_age = \"8h\"\n\
+         secure = true\nsame_site = \"lax\"\non_server_down = \"fail\"\n\
+         [global]\npersistence_secret = \"sixteen chars at least\"\n"
+    );
+    let c = parse(&text, "t.toml", Path::new(".")).unwrap();
+    let p = &c.pools[0];
+    assert_eq!(
+        p.algorithm,
+        Algorithm::Hash(HashOn::Header("x-anchormailbox".into()))
+    );
+    assert_eq!(p.slow_start, Some(Duration::from_secs(60)));
+    let persistence = p.persistence.as_ref().unwrap();
+    assert_eq!(persistence.on_server_down, OnServerDown::Fail);
+    let PersistenceKind::Cookie(cookie) = &persistence.kind else {
+        panic!("a cookie");
+    };
+    assert_eq!(cookie.name, "SLUICE_OWA");
+    assert_eq!(cookie.path, "/");
+    assert_eq!(cookie.max_age, Some(Duration::from_secs(8 * 3600)));
+    assert!(cookie.secure && cookie.http_only);
+    assert_eq!(cookie.same_site, Some(SameSite::Lax));
+    assert!(c.global.persistence_secret.is_some());
+
+    let source = format!(
+        "{POOL_HEAD}[pool.persistence]\nkind = \"source\"\nsource_prefix_v4 = 24\nidle_timeout = \"45m\"\n"
+    );
+    let c = parse(&source, "t.toml", Path::new(".")).unwrap();
+    let persistence = c.pools[0].persistence.as_ref().unwrap();
+    assert_eq!(
+        persistence.kind,
+        PersistenceKind::Source {
+            prefix_v4: 24,
+            prefix_v6: 64
+        }
+    );
+    assert_eq!(persistence.idle_timeout, Duration::from_secs(45 * 60));
+    assert_eq!(persistence.max_entries, 100_000);
+}
+
+#[test]
+fn persistence_errors_are_located() {
+    let e = errors(&format!(
+        "{POOL_HEAD}hash_on = \"source\"\n[pool.persistence]\nkind = \"source\"\nheader = \"X-A\"\n\
+         source_prefix_v4 = 33\nmax_entries = 0\non_server_down = \"retry\"\n\
+         [global]\npersistence_secret = \"short\"\n"
+    ));
+    let expect = [
+        "t.toml:8:11: pool[0].hash_on: applies only with algorithm = \"hash\"",
+        "t.toml:11:10: pool[0].persistence.header: does not apply to this kind of persistence",
+        "t.toml:12:20: pool[0].persistence.source_prefix_v4: must be between 0 and 32",
+        "t.toml:13:15: pool[0].persistence.max_entries: must be between 1 and 100000000",
+        "t.toml:14:18: pool[0].persistence.on_server_down: unknown value \"retry\"",
+        "t.toml:16:22: global.persistence_secret: use at least 16 characters",
+    ];
+    for x in expect {
+        assert!(
+            e.iter().any(|l| l.starts_with(x)),
+            "missing {x:?} in {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+    let e = errors(&format!(
+        "{POOL_HEAD}[pool.persistence]\nkind = \"header\"\n[[pool]]\nname = \"q\"\n\
+         servers = [{{ name = \"s\", address = \"10.0.0.1:443\" }}]\n[pool.persistence]\nkind = \"cookie\"\ncookie = \"a b\"\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|l| l.starts_with("t.toml:8:1: pool[0].persistence.header: is required")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|l| l.starts_with(
+            "t.toml:15:10: pool[1].persistence.cookie: \"a b\" is not a valid cookie name"
+        )),
+        "{e:#?}"
+    );
+}

@@ -38,7 +38,24 @@ impl Reply {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Client, BoxError> {
-        let tcp = TcpStream::connect(addr).await?;
+        Self::over(TcpStream::connect(addr).await?, addr).await
+    }
+
+    /// A connection from local address `from` (any of 127.0.0.0/8 works on loopback), to
+    /// look like a client at another address.
+    pub async fn connect_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+    ) -> Result<Client, BoxError> {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(from, 0))?;
+        Self::over(socket.connect(addr).await?, addr).await
+    }
+
+    async fn over(tcp: TcpStream, addr: SocketAddr) -> Result<Client, BoxError> {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
         Ok(Client {

@@ -282,3 +282,46 @@ fn init_exchange_refuses_a_malformed_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("expected NAME=ADDRESS"), "{err}");
 }
+
+/// Which server each of `keys` reaches through `addr` (hashing on `X-AnchorMailbox`).
+async fn hashed(addr: SocketAddr, keys: &[String]) -> Vec<String> {
+    let mut client = Client::connect(addr).await.unwrap();
+    let mut servers = Vec::new();
+    for key in keys {
+        let req = client
+            .request("GET", "/")
+            .header("x-anchormailbox", key)
+            .body(empty())
+            .unwrap();
+        let reply = client.send(req).await.unwrap();
+        servers.push(reply.header("x-server").unwrap().to_string());
+    }
+    servers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sluice_processes_hash_every_key_to_the_same_server() {
+    let mut backends = Vec::new();
+    for i in 1..=4 {
+        backends.push(Backend::start(&format!("cas{i}")).await);
+    }
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{ name = \"{}\", address = \"{}\" }}", b.name, b.addr))
+        .collect();
+    let config = format!(
+        "[global]\naccess_log = false\n\
+         [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n\
+         [[pool]]\nname = \"p\"\nalgorithm = \"hash\"\nhash_on = {{ header = \"X-AnchorMailbox\" }}\n\
+         servers = [{}]\n",
+        list.join(", ")
+    );
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Running::start(&write_config(one.path(), &config));
+    let second = Running::start(&write_config(two.path(), &config));
+    let keys: Vec<String> = (0..200).map(|i| format!("user{i}@contoso.lab")).collect();
+    let by_first = hashed(first.addr, &keys).await;
+    assert_eq!(by_first, hashed(second.addr, &keys).await);
+    let used: std::collections::BTreeSet<&String> = by_first.iter().collect();
+    assert_eq!(used.len(), 4, "the keys spread over every server");
+}

@@ -6,6 +6,7 @@ mod errors;
 mod expect;
 mod harness;
 mod health;
+mod persistence;
 mod pinning;
 mod routing;
 mod rules;
