@@ -6,4 +6,6 @@ mod catalogue;
 mod template;
 
 pub use catalogue::{Affinity, Version, Workload, WORKLOADS};
-pub use template::{quote as toml_string, render, ProbeTiming, Template, TemplateError};
+pub use template::{
+    quote as toml_string, render, ProbeTiming, Template, TemplateError, LOGIN_COOKIE,
+};

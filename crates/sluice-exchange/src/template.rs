@@ -161,12 +161,17 @@ fn service(out: &mut String, t: &Template) {
          # `/` goes to Outlook on the web (what Exchange itself answers since 2013 CU6).\n\
          [[service.rule]]\nwhen = {{ path = \"/\" }}\nredirect = {{ status = 302, location = \"/owa/\" }}\n\n\
          # Health pages are for the monitoring network only (adjust `source`).\n\
-         [[service.rule]]\nwhen = {{ path_suffix = \"/healthcheck.htm\", not = {{ source = {nets} }} }}\n\
+         [[service.rule]]\nwhen = {{ path_suffix = \"/healthcheck.htm\"{outside} }}\n\
          deny = {{ status = 403 }}\n",
         listen = quote(&t.https_listen.to_string()),
         cert = quote(&t.cert.to_string_lossy()),
         key = quote(&t.key.to_string_lossy()),
-        nets = list(&t.monitoring),
+        // No monitoring network: the pages are refused to every client.
+        outside = if t.monitoring.is_empty() {
+            String::new()
+        } else {
+            format!(", not = {{ source = {} }}", list(&t.monitoring))
+        },
     );
 }
 
@@ -190,9 +195,7 @@ fn route(out: &mut String, w: &Workload) {
 }
 
 fn pool(out: &mut String, t: &Template, w: &Workload) {
-    let _ = writeln!(out, "[[pool]]\nname = {}", quote(w.name));
-    affinity_note(out, w.affinity(t.version));
-    let _ = writeln!(out, "servers = [");
+    let _ = writeln!(out, "[[pool]]\nname = {}\nservers = [", quote(w.name));
     for (name, addr) in &t.servers {
         let _ = writeln!(
             out,
@@ -202,27 +205,40 @@ fn pool(out: &mut String, t: &Template, w: &Workload) {
         );
     }
     let _ = writeln!(out, "]\n");
+    persistence(out, t.version, w);
     health(out, t, w);
     upstream_tls(out, t);
 }
 
-fn affinity_note(out: &mut String, affinity: Affinity) {
-    let note = match affinity {
-        Affinity::None => return,
-        Affinity::SharedLoginCookie => {
-            "# Exchange 2010: OWA and ECP share one forms-login cookie that only the issuing\n\
-             # server can read; they need cookie persistence shared by both pools."
-        }
-        Affinity::SourceMinutes(_) => {
+/// The cookie OWA and ECP share, so a user's forms login stays on the server that can
+/// read it.
+pub const LOGIN_COOKIE: &str = "SLUICE_OWA";
+
+fn persistence(out: &mut String, version: Version, w: &Workload) {
+    if w.affinity_2010 == Affinity::SharedLoginCookie {
+        let why = if version == Version::V2010 {
+            "# Exchange 2010: the forms-login cookie can be read only by the server that issued\n\
+             # it, so OWA and ECP must keep each user on one server, both pools sharing one cookie."
+        } else {
+            "# OWA and ECP keep each user on one server, both pools sharing one cookie. Exchange\n\
+             # 2013 and later do not need it when every server has the same certificate and\n\
+             # version, but during a migration (2013 beside 2016, a certificate being replaced)\n\
+             # a login cookie one server cannot read sends users around a 440 login loop."
+        };
+        let _ = writeln!(
+            out,
+            "{why}\n[pool.persistence]\nkind = \"cookie\"\ncookie = {}\nsecure = true\n",
+            quote(LOGIN_COOKIE)
+        );
+    }
+    if let Affinity::SourceMinutes(minutes) = w.affinity(version) {
+        let _ = writeln!(
+            out,
             "# Exchange 2010: EWS notification subscriptions live on the server that created\n\
-             # them; EWS needs source persistence with a 45-minute idle timeout."
-        }
-    };
-    let _ = writeln!(
-        out,
-        "{note}\n# This version of sluice has no persistence yet: use layer 4 or a single server\n\
-         # for this workload until it does."
-    );
+             # them; each client stays on one server until it has been idle {minutes} minutes.\n\
+             [pool.persistence]\nkind = \"source\"\nidle_timeout = \"{minutes}m\"\n"
+        );
+    }
 }
 
 fn health(out: &mut String, t: &Template, w: &Workload) {

@@ -111,13 +111,12 @@ fn rustls_pem(pem: &[u8]) -> rustls_pki_types::CertificateDer<'static> {
     rustls_pki_types::CertificateDer::from_pem_slice(pem).expect("a PEM certificate")
 }
 
-#[test]
-fn bad_input_is_refused_with_a_reason() {
+fn plain_template(version: Version) -> Template {
     let addr: SocketAddr = "10.0.0.11:443".parse().unwrap();
-    let base = Template {
+    Template {
         namespace: NAMESPACE.into(),
         servers: vec![("cas1".into(), addr)],
-        version: Version::V2019,
+        version,
         cert: "c.pem".into(),
         key: "c.key".into(),
         fingerprints: vec![],
@@ -125,7 +124,45 @@ fn bad_input_is_refused_with_a_reason() {
         http_listen: "0.0.0.0:80".parse().unwrap(),
         monitoring: vec![],
         probe: ProbeTiming::default(),
-    };
+    }
+}
+
+#[test]
+fn the_persistence_each_workload_needs_is_the_default() {
+    use sluice_config::{PersistenceKind, Pool};
+    let dir = tempfile::tempdir().unwrap();
+    for version in Version::ALL {
+        let mut t = plain_template(version);
+        let front = TestCert::new(&[NAMESPACE]);
+        (t.cert, t.key) = front.write(dir.path(), "front");
+        let config = sluice_config::parse(&render(&t).unwrap(), "t.toml", dir.path()).unwrap();
+        let pool = |name: &str| -> &Pool { config.pools.iter().find(|p| p.name == name).unwrap() };
+        for shared in ["owa", "ecp"] {
+            let kind = &pool(shared).persistence.as_ref().unwrap().kind;
+            assert!(
+                matches!(kind, PersistenceKind::Cookie(c) if c.name == sluice_exchange::LOGIN_COOKIE && c.secure),
+                "{version} {shared}: {kind:?}"
+            );
+        }
+        let ews = pool("ews").persistence.as_ref();
+        if version == Version::V2010 {
+            let ews = ews.expect("2010 EWS needs affinity");
+            assert!(matches!(
+                ews.kind,
+                PersistenceKind::Source { prefix_v4: 32, .. }
+            ));
+            assert_eq!(ews.idle_timeout, std::time::Duration::from_secs(45 * 60));
+        } else {
+            assert!(ews.is_none(), "{version}");
+        }
+        assert!(pool("activesync").persistence.is_none());
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    let addr: SocketAddr = "10.0.0.11:443".parse().unwrap();
+    let base = plain_template(Version::V2019);
     let text = render(&base).unwrap();
     assert!(
         text.contains("verify = \"full\""),

@@ -172,8 +172,8 @@ impl Proxy {
             .pools
             .iter()
             .filter_map(|p| {
-                let persistence = p.persistence.as_ref()?;
-                Some((p.cfg.name.clone(), persistence.entries()))
+                let entries = p.persistence.as_ref()?.entries()?;
+                Some((p.cfg.name.clone(), entries))
             })
             .collect()
     }

@@ -134,9 +134,9 @@ impl PoolPersistence {
         }
     }
 
-    /// Live stick table entries (0 for the cookie kind, which keeps none).
-    pub fn entries(&self) -> usize {
-        self.table.as_ref().map_or(0, StickTable::len)
+    /// Live stick table entries; `None` for the cookie kind, which keeps no table.
+    pub fn entries(&self) -> Option<usize> {
+        self.table.as_ref().map(StickTable::len)
     }
 }
 
@@ -341,7 +341,7 @@ mod tests {
         p.remember(v6, 0, now);
         let v6_neighbour = p.read(&mut h, "2001:db8::ffff".parse().unwrap(), now);
         assert_eq!(v6_neighbour.prefer, Some(0));
-        assert_eq!(p.entries(), 2);
+        assert_eq!(p.entries(), Some(2));
     }
 
     #[test]

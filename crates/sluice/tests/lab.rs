@@ -65,6 +65,16 @@ fn scenario_root_probe() {
 }
 
 #[test]
+fn scenario_owa_coexistence() {
+    assert_passes("owa-coexistence");
+}
+
+#[test]
+fn scenario_ews_2010_affinity() {
+    assert_passes("ews-2010-affinity");
+}
+
+#[test]
 fn scenario_component_offline() {
     assert_passes("component-offline");
 }

@@ -4,9 +4,11 @@
 //! and never run.
 
 mod component_offline;
+mod ews_2010_affinity;
 mod expect_continue;
 mod ntlm_isolation;
 mod outlook_streams;
+mod owa_coexistence;
 mod root_probe;
 
 use std::fmt::Display;
@@ -35,7 +37,7 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "owa-coexistence",
         title: "OWA across 2013 and 2016 loops on 440 without cookie persistence",
-        pending: Some("needs cookie persistence, which this version of sluice does not have yet"),
+        pending: None,
     },
     Scenario {
         name: "component-offline",
@@ -55,7 +57,7 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "ews-2010-affinity",
         title: "Exchange 2010 EWS subscriptions need 45-minute source persistence",
-        pending: Some("needs source-address persistence, which this version of sluice does not have yet"),
+        pending: None,
     },
     Scenario {
         name: "outlook-streams",
@@ -152,9 +154,11 @@ async fn play(s: &Scenario) -> bool {
     let mut story = Story::default();
     let outcome = match s.name {
         "root-probe" => root_probe::run(&mut story).await,
+        "owa-coexistence" => owa_coexistence::run(&mut story).await,
         "component-offline" => component_offline::run(&mut story).await,
         "expect-continue" => expect_continue::run(&mut story).await,
         "ntlm-isolation" => ntlm_isolation::run(&mut story).await,
+        "ews-2010-affinity" => ews_2010_affinity::run(&mut story).await,
         "outlook-streams" => outlook_streams::run(&mut story).await,
         other => Err(format!("no implementation for {other}")),
     };
