@@ -1,13 +1,13 @@
 //! One request through the balancer: apply the rules, route it, choose a server, send it over a reused or
 //! new connection (retrying elsewhere while that is safe), and relay the response.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::SET_COOKIE;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use sluice_config::{OnServerDown, Service};
@@ -142,16 +142,7 @@ async fn forward<'r>(
         return Err(ProxyError::Http11Required);
     }
     let now = Instant::now();
-    let sticky = pool
-        .persistence
-        .as_ref()
-        .map(|p| p.read(&mut parts.headers, client, now))
-        .unwrap_or_default();
-    let choice = Choice {
-        prefer: sticky.prefer,
-        hash: pool.hash_key(&parts.headers, client),
-    };
-    refuse_lost_session(&pool, choice)?;
+    let (sticky, choice) = affinity(&pool, &mut parts.headers, client, now)?;
     let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
     // A pinned connection serves this request only if its server is in the request's
     // pool; otherwise it is closed here and the request is balanced as usual.
@@ -185,17 +176,31 @@ async fn forward<'r>(
     })))
 }
 
-/// With `on_server_down = "fail"`, a request whose server cannot take it gets an error
-/// instead of another server.
-fn refuse_lost_session(pool: &PoolRt, choice: Choice) -> Result<(), ProxyError> {
-    let (Some(persistence), Some(prefer)) = (&pool.persistence, choice.prefer) else {
-        return Ok(());
+/// What persistence and hashing make of the request. With `on_server_down = "fail"`, a
+/// request whose server cannot take it gets an error instead of another server.
+fn affinity(
+    pool: &PoolRt,
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    now: Instant,
+) -> Result<(Sticky, Choice), ProxyError> {
+    let hash = pool.hash_key(headers, client);
+    let Some(persistence) = &pool.persistence else {
+        return Ok((Sticky::default(), Choice { prefer: None, hash }));
     };
-    let server = &pool.servers[prefer];
-    if persistence.cfg.on_server_down == OnServerDown::Fail && !server.can_continue() {
-        return Err(ProxyError::SessionServerDown(server.cfg.name.clone()));
+    let sticky = persistence.read(headers, client, now);
+    if let Some(server) = sticky.prefer.map(|i| &pool.servers[i]) {
+        if persistence.cfg.on_server_down == OnServerDown::Fail && !server.can_continue() {
+            return Err(ProxyError::SessionServerDown(server.cfg.name.clone()));
+        }
     }
-    Ok(())
+    Ok((
+        sticky,
+        Choice {
+            prefer: sticky.prefer,
+            hash,
+        },
+    ))
 }
 
 /// Records where a persisted pool's request went; the cookie to set, if any.
