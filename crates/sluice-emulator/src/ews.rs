@@ -1,8 +1,9 @@
 //! Exchange Web Services: `POST /EWS/Exchange.asmx` behind connection-bound authentication.
 //!
-//! Credentials are checked before the body is read, so a request with `Expect:
-//! 100-continue` on an unauthenticated connection gets its `401` without the body ever
-//! being sent (hyper sends `100 Continue` only when the body is first read).
+//! Credentials are checked (by the server, for every Windows-authenticated workload)
+//! before the body is read, so a request with `Expect: 100-continue` on an unauthenticated
+//! connection gets its `401` without the body ever being sent (hyper sends `100 Continue`
+//! only when the body is first read).
 //!
 //! Operations (found by element name): `Subscribe` creates a notification subscription,
 //! `GetEvents` polls one, anything else answers as `GetFolder` on the caller's inbox,
@@ -10,37 +11,24 @@
 //! array's from 2013 (any server finds it), the server's own on 2010 (only its creator).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use sluice_lab::conn_auth::ConnAuth;
 
-use crate::auth;
 use crate::reply::{self, Body};
 use crate::server::Shared;
 
 const MAX_BODY: usize = 1024 * 1024;
 
-pub(crate) async fn handle(
-    shared: &Shared,
-    conn: &Mutex<ConnAuth>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let identity = match auth::user(conn, req.headers()) {
-        Ok(identity) => identity,
-        Err(challenge) => return challenge.response(),
-    };
-    let mut response = if req.method() == Method::POST {
+pub(crate) async fn handle(shared: &Shared, user: &str, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::POST {
         match reply::read_body(shared, req.into_body(), MAX_BODY).await {
-            Ok(body) => operation(shared, &identity.user, &String::from_utf8_lossy(&body)),
+            Ok(body) => operation(shared, user, &String::from_utf8_lossy(&body)),
             Err(_) => reply::status(StatusCode::BAD_REQUEST),
         }
     } else {
         reply::text(StatusCode::OK, "Exchange Web Services\n")
-    };
-    identity.mark(&mut response);
-    response
+    }
 }
 
 fn operation(shared: &Shared, user: &str, soap: &str) -> Response<Body> {

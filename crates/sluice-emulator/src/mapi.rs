@@ -7,7 +7,6 @@
 //! response metadata and body. `NotificationWait` (the long poll) is held for the wait
 //! period; the others finish at once.
 
-use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,25 +14,15 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sluice_lab::bodies::ChannelBody;
-use sluice_lab::conn_auth::ConnAuth;
 use tokio::sync::mpsc;
 
-use crate::auth;
 use crate::reply::{self, Body};
 use crate::server::{Shared, Timings};
 
 const CONTENT_TYPE: &str = "application/mapi-http";
 const MAX_BODY: usize = 1024 * 1024;
 
-pub(crate) async fn handle(
-    shared: &Shared,
-    conn: &Mutex<ConnAuth>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let identity = match auth::user(conn, req.headers()) {
-        Ok(identity) => identity,
-        Err(challenge) => return challenge.response(),
-    };
+pub(crate) async fn handle(shared: &Shared, user: &str, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return reply::text(StatusCode::OK, "MAPI over HTTP\n");
     }
@@ -56,7 +45,7 @@ pub(crate) async fn handle(
         return reply::status(StatusCode::BAD_REQUEST);
     }
     let mut response = if kind.eq_ignore_ascii_case("connect") {
-        connected(&identity.user)
+        connected(user)
     } else {
         let hold = match kind.to_ascii_lowercase().as_str() {
             "notificationwait" => shared.timings.mapi_wait,
@@ -77,7 +66,6 @@ pub(crate) async fn handle(
     ] {
         reply::header(&mut response, name, value);
     }
-    identity.mark(&mut response);
     response
 }
 

@@ -8,18 +8,14 @@
 //! - `RPC_IN_DATA` (1 GiB declared): the body is read and counted for as long as the
 //!   client sends; the answer comes when it ends.
 
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use sluice_lab::bodies::ChannelBody;
-use sluice_lab::conn_auth::ConnAuth;
 use tokio::sync::mpsc;
 
-use crate::auth;
 use crate::reply::{self, Body};
 use crate::server::Shared;
 
@@ -29,15 +25,7 @@ pub const CHANNEL_LENGTH: u64 = 1 << 30;
 const RTS_FLAG_PING: u16 = 0x1;
 const RTS_FLAG_ECHO: u16 = 0x40;
 
-pub(crate) async fn handle(
-    shared: &Shared,
-    conn: &Mutex<ConnAuth>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let identity = match auth::user(conn, req.headers()) {
-        Ok(identity) => identity,
-        Err(challenge) => return challenge.response(),
-    };
+pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().as_str().to_string();
     if !req
         .uri()
@@ -58,7 +46,7 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
     let body = req.into_body();
-    let mut response = if declared <= 16 {
+    if declared <= 16 {
         let _ = reply::read_body(shared, body, 16).await;
         success(reply::full(rts(RTS_FLAG_ECHO, &[])), 20)
     } else if method == "RPC_OUT_DATA" {
@@ -67,9 +55,7 @@ pub(crate) async fn handle(
     } else {
         let _ = reply::read_body(shared, body, 0).await;
         success(reply::full(Bytes::new()), 0)
-    };
-    identity.mark(&mut response);
-    response
+    }
 }
 
 fn success(body: Body, length: u64) -> Response<Body> {

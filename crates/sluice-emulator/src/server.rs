@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::reply::{self, Body};
 use crate::seal::{Seal, SealKey};
 use crate::state::{Components, Counters, Counts, Mailboxes};
-use crate::{activesync, admin, autodiscover, ews, mapi, owa, rpc};
+use crate::{activesync, admin, auth, autodiscover, ews, mapi, owa, rpc};
 
 /// How long the emulator holds its long-lived answers. Exchange's own values are in
 /// [`Timings::exchange`]; the lab and tests scale them down.
@@ -264,9 +264,7 @@ async fn dispatch(
     shared.counters.served(workload.name);
     match workload.name {
         "owa" | "ecp" => owa::handle(shared, &workload, req).await,
-        "ews" => ews::handle(shared, auth, req).await,
-        "mapi" => mapi::handle(shared, auth, req).await,
-        "rpc" => rpc::handle(shared, auth, req).await,
+        "ews" | "mapi" | "rpc" => windows_authenticated(shared, auth, &workload, req).await,
         "activesync" => activesync::handle(shared, req).await,
         "autodiscover" => autodiscover::handle(shared, req).await,
         _ => reply::text(
@@ -274,6 +272,27 @@ async fn dispatch(
             format!("{}: {}\n", shared.name, workload.title),
         ),
     }
+}
+
+/// The workloads IIS runs with Windows authentication: the connection's user, or the 401,
+/// is settled from the headers before the workload sees the request.
+async fn windows_authenticated(
+    shared: &Shared,
+    conn: &Mutex<ConnAuth>,
+    workload: &Workload,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let identity = match auth::user(conn, req.headers()) {
+        Ok(identity) => identity,
+        Err(challenge) => return challenge.response(),
+    };
+    let mut response = match workload.name {
+        "ews" => ews::handle(shared, &identity.user, req).await,
+        "mapi" => mapi::handle(shared, &identity.user, req).await,
+        _ => rpc::handle(shared, req).await,
+    };
+    identity.mark(&mut response);
+    response
 }
 
 /// The workload whose virtual directory holds `path` (already lowercase), if this
