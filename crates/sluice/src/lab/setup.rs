@@ -54,8 +54,10 @@ impl Setting<'_> {
         sluice_exchange::render(&self.exchange_template(probe)).map_err(|e| e.to_string())
     }
 
-    /// The servers as a TOML array of inline tables.
-    pub fn servers_toml(&self) -> String {
+    /// A configuration of the kind an administrator writes by hand: the `exchange` service
+    /// (sluice's certificate) sending everything to one round-robin pool `pool` of every
+    /// server, with the servers' certificates pinned and `health` as its `[pool.health]`.
+    pub fn one_pool(&self, pool: &str, health: &str) -> String {
         let servers: Vec<String> = self
             .array
             .servers
@@ -68,20 +70,6 @@ impl Setting<'_> {
                 )
             })
             .collect();
-        format!("[{}]", servers.join(", "))
-    }
-
-    /// A `[service.tls]` table presenting the lab's certificate.
-    pub fn service_tls_toml(&self) -> String {
-        format!(
-            "[service.tls]\ncertificates = [{{ cert = {}, key = {} }}]\n",
-            toml_string(&self.cert.to_string_lossy()),
-            toml_string(&self.key.to_string_lossy())
-        )
-    }
-
-    /// A `[pool.tls]` table pinning the servers' certificates.
-    pub fn pool_tls_toml(&self) -> String {
         let pins: Vec<String> = self
             .array
             .fingerprints()
@@ -89,8 +77,17 @@ impl Setting<'_> {
             .map(|f| toml_string(f))
             .collect();
         format!(
-            "[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [{}]\n",
-            pins.join(", ")
+            "[[service]]\nname = \"exchange\"\nlisten = \"{https}\"\ndefault_pool = {pool}\n\
+             [service.tls]\ncertificates = [{{ cert = {cert}, key = {key} }}]\n\
+             [[pool]]\nname = {pool}\nservers = [{servers}]\n\
+             [pool.health]\n{health}\n\
+             [pool.tls]\nverify = \"fingerprint\"\nfingerprints = [{pins}]\n",
+            https = self.https,
+            pool = toml_string(pool),
+            cert = toml_string(&self.cert.to_string_lossy()),
+            key = toml_string(&self.key.to_string_lossy()),
+            servers = servers.join(", "),
+            pins = pins.join(", "),
         )
     }
 }

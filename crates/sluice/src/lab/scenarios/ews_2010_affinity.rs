@@ -15,17 +15,13 @@ const VERSIONS: [Version; 2] = [Version::V2010, Version::V2010];
 const POLLS: usize = 10;
 const EWS: &str = "/EWS/Exchange.asmx";
 
+/// One round-robin EWS pool, without persistence.
 fn round_robin(s: &Setting) -> Result<String, String> {
-    Ok(format!(
-        "[[service]]\nname = \"exchange\"\nlisten = \"{}\"\ndefault_pool = \"ews\"\n{}\n\
-         [[pool]]\nname = \"ews\"\nservers = {}\n\
-         [pool.health]\nkind = \"tcp\"\ninterval = \"{}ms\"\n{}",
-        s.https,
-        s.service_tls_toml(),
-        s.servers_toml(),
-        PROBE.interval.as_millis(),
-        s.pool_tls_toml()
-    ))
+    let health = format!(
+        "kind = \"tcp\"\ninterval = \"{}ms\"",
+        PROBE.interval.as_millis()
+    );
+    Ok(s.one_pool("ews", &health))
 }
 
 pub async fn run(story: &mut Story) -> Result<(), String> {

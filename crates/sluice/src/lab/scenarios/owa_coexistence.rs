@@ -20,16 +20,11 @@ const PAGES: usize = 50;
 
 /// One round-robin pool for everything, without persistence.
 fn round_robin(s: &Setting) -> Result<String, String> {
-    Ok(format!(
-        "[[service]]\nname = \"exchange\"\nlisten = \"{}\"\ndefault_pool = \"exchange\"\n{}\n\
-         [[pool]]\nname = \"exchange\"\nservers = {}\n\
-         [pool.health]\npath = \"/owa/healthcheck.htm\"\ninterval = \"{}ms\"\n{}",
-        s.https,
-        s.service_tls_toml(),
-        s.servers_toml(),
-        PROBE.interval.as_millis(),
-        s.pool_tls_toml()
-    ))
+    let health = format!(
+        "path = \"/owa/healthcheck.htm\"\ninterval = \"{}ms\"",
+        PROBE.interval.as_millis()
+    );
+    Ok(s.one_pool("exchange", &health))
 }
 
 pub async fn run(story: &mut Story) -> Result<(), String> {

@@ -13,16 +13,13 @@ const VERSIONS: [Version; 3] = [Version::V2016, Version::V2016, Version::V2013];
 
 /// What an administrator wrote before CU6: one pool, probing `/` for a 200.
 fn probe_on_root(s: &Setting) -> Result<String, String> {
-    Ok(format!(
-        "[[service]]\nname = \"exchange\"\nlisten = \"{}\"\ndefault_pool = \"exchange\"\n{}\n\
-         [[pool]]\nname = \"exchange\"\nservers = {}\n\
-         [pool.health]\npath = \"/\"\nexpect_status = 200\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nrise = 2\nfall = 3\n{}",
-        s.https,
-        s.service_tls_toml(),
-        s.servers_toml(),
-        PROBE.interval.as_millis(),
-        PROBE.timeout.as_millis(),
-        s.pool_tls_toml()
+    Ok(s.one_pool(
+        "exchange",
+        &format!(
+            "path = \"/\"\nexpect_status = 200\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nrise = 2\nfall = 3",
+            PROBE.interval.as_millis(),
+            PROBE.timeout.as_millis()
+        ),
     ))
 }
 
