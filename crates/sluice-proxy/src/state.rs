@@ -135,17 +135,11 @@ impl PoolRt {
             }
         }
         let usable = |i: usize| untried(&i) && self.servers[i].can_take();
-        let now = Instant::now();
-        self.choose(|i| !self.servers[i].cfg.backup && usable(i), choice, now)
-            .or_else(|| self.choose(|i| self.servers[i].cfg.backup && usable(i), choice, now))
+        self.choose(|i| !self.servers[i].cfg.backup && usable(i), choice)
+            .or_else(|| self.choose(|i| self.servers[i].cfg.backup && usable(i), choice))
     }
 
-    fn choose(
-        &self,
-        eligible: impl Fn(usize) -> bool,
-        choice: Choice,
-        now: Instant,
-    ) -> Option<usize> {
+    fn choose(&self, eligible: impl Fn(usize) -> bool, choice: Choice) -> Option<usize> {
         let weight = |i: usize| self.servers[i].cfg.weight;
         match (&self.cfg.algorithm, choice.hash) {
             (Algorithm::Hash(_), Some(key)) => rendezvous(
@@ -161,19 +155,23 @@ impl PoolRt {
                 eligible,
                 |i| self.servers[i].active(),
                 // Per mille, so a server in slow start can weigh a fraction.
-                |i| ((f64::from(weight(i)) * 1000.0 * self.share(i, now)) as u32).max(1),
+                |i| ((f64::from(weight(i)) * 1000.0 * self.share(i)) as u32).max(1),
             ),
             _ => self
                 .round_robin
-                .pick(|i| eligible(i) && self.throttles[i].admit(self.share(i, now))),
+                .pick(|i| eligible(i) && self.throttles[i].admit(self.share(i))),
         }
     }
 
     /// The share of its weight server `i` gets now: less than all while in slow start.
-    fn share(&self, i: usize, now: Instant) -> f64 {
-        match (self.cfg.slow_start, self.servers[i].health.up_for(now)) {
-            (Some(window), Some(up_for)) => slow_start::share(up_for, window),
-            _ => 1.0,
+    /// Pools without slow start never read the clock.
+    fn share(&self, i: usize) -> f64 {
+        let Some(window) = self.cfg.slow_start else {
+            return 1.0;
+        };
+        match self.servers[i].health.up_for(Instant::now()) {
+            Some(up_for) => slow_start::share(up_for, window),
+            None => 1.0,
         }
     }
 
