@@ -14,8 +14,8 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sluice_exchange::WORKLOADS;
+use sluice_lab::backend::serve_http1;
 use tokio::net::TcpListener;
 
 use crate::reply::{self, Body};
@@ -34,9 +34,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(answer(&shared, &req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            serve_http1(tcp, None, svc).await;
         });
     }
 }

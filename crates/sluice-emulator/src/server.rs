@@ -9,9 +9,8 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sluice_exchange::{Version, Workload};
-use sluice_lab::backend::listen;
+use sluice_lab::backend::{listen, serve_http1};
 use sluice_lab::conn_auth::ConnAuth;
 use sluice_lab::TestCert;
 use tokio::net::TcpListener;
@@ -218,17 +217,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shar
             // The identity NTLM binds belongs to this TCP connection, as in IIS.
             let auth = Arc::new(Mutex::new(ConnAuth::default()));
             let svc = service_fn(move |req| answer(shared.clone(), auth.clone(), req));
-            let builder = hyper::server::conn::http1::Builder::new();
-            match tls {
-                None => {
-                    let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
-                }
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                    }
-                }
-            }
+            serve_http1(tcp, tls, svc).await;
         });
     }
 }

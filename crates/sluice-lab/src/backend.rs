@@ -23,9 +23,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
@@ -88,17 +88,7 @@ impl Backend {
                     let svc = service_fn(move |req| {
                         answer(name.clone(), hits.clone(), auth.clone(), req)
                     });
-                    let builder = hyper::server::conn::http1::Builder::new();
-                    match tls {
-                        None => {
-                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
-                        }
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(tcp).await {
-                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-                            }
-                        }
-                    }
+                    serve_http1(tcp, tls, svc).await;
                 });
             }
         });
@@ -129,6 +119,30 @@ impl Backend {
         self.stop().await;
         let listener = listen(self.addr).expect("rebind the same port");
         self.spawn(listener);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves one accepted connection over HTTP/1.1, through TLS when `tls` is given, until
+/// either side closes it.
+pub async fn serve_http1<S>(tcp: TcpStream, tls: Option<TlsAcceptor>, svc: S)
+where
+    S: HttpService<Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+{
+    let builder = hyper::server::conn::http1::Builder::new();
+    match tls {
+        None => {
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+        }
+        Some(acceptor) => {
+            if let Ok(stream) = acceptor.accept(tcp).await {
+                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            }
+        }
     }
 }
 
