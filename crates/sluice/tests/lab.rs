@@ -24,19 +24,23 @@ fn scenario(name: &str) -> (Option<i32>, String) {
         .spawn()
         .expect("sluice starts");
     let lines = read_lines(&mut child);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > SCENARIO_LIMIT {
-            let _ = child.kill();
-            panic!("scenario {name} still running after {SCENARIO_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, SCENARIO_LIMIT)
+        .unwrap_or_else(|| panic!("scenario {name} still running after {SCENARIO_LIMIT:?}"));
     let out: Vec<String> = lines.try_iter().collect();
     (status.code(), out.join("\n"))
+}
+
+/// The child's exit status, or `None` (and the child killed) if it runs past `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
 }
 
 fn read_lines(child: &mut Child) -> Receiver<String> {
@@ -172,17 +176,8 @@ impl Running {
     fn interrupt(mut self) -> (Option<i32>, String) {
         // SAFETY: sends a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "no exit after SIGINT"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status =
+            wait_exit(&mut self.child, Duration::from_secs(20)).expect("an exit after SIGINT");
         std::thread::sleep(Duration::from_millis(100));
         let rest: Vec<String> = self.lines.try_iter().collect();
         (status.code(), rest.join("\n"))
