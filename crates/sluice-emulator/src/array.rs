@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sluice_exchange::Version;
 
-use crate::seal::SealKey;
+use crate::seal::{hex, SealKey};
 use crate::server::{ExchangeServer, ServerSpec, Timings};
 use crate::state::Mailboxes;
 
@@ -82,13 +82,7 @@ impl Array {
         self.servers
             .iter()
             .filter_map(|s| s.certificate())
-            .map(|c| {
-                ring::digest::digest(&ring::digest::SHA256, &c.der)
-                    .as_ref()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect()
-            })
+            .map(|c| hex(ring::digest::digest(&ring::digest::SHA256, &c.der).as_ref()))
             .collect()
     }
 }
