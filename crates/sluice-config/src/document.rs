@@ -8,7 +8,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 use crate::error::ConfigErrors;
-use crate::model::{Config, Global};
+use crate::model::{Config, Global, LogFormat};
 use crate::reader::{Report, Table};
 use crate::{pool, service};
 
@@ -36,6 +36,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     let global = root
         .section(&mut r, "global", parse_global)
         .unwrap_or_default();
+    let admin = root.section(&mut r, "admin", |t, r| crate::admin::parse(t, r, base_dir));
     let pool_tables = root
         .get("pool")
         .map(|f| f.tables(&mut r))
@@ -58,6 +59,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     if r.errors.is_empty() {
         Ok(Config {
             global,
+            admin,
             services,
             pools,
         })
@@ -91,6 +93,10 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .get("access_log")
             .and_then(|f| f.bool(r))
             .unwrap_or(d.access_log),
+        access_log_format: t
+            .get("access_log_format")
+            .and_then(|f| f.choice(r, &[("logfmt", LogFormat::Logfmt), ("json", LogFormat::Json)]))
+            .unwrap_or(d.access_log_format),
         persistence_secret: t.get("persistence_secret").and_then(|f| {
             let secret = f.non_empty_str(r)?;
             if secret.len() < 16 {

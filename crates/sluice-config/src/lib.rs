@@ -4,6 +4,7 @@
 //!
 //! This crate does no I/O beyond reading the files the configuration names.
 
+mod admin;
 mod document;
 mod error;
 mod model;

@@ -10,6 +10,8 @@ use regex::Regex;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub global: Global,
+    /// The admin API; `None` when the file has no `[admin]` table.
+    pub admin: Option<Admin>,
     pub services: Vec<Service>,
     pub pools: Vec<Pool>,
 }
@@ -26,6 +28,7 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// Write one access log line per request to stdout.
     pub access_log: bool,
+    pub access_log_format: LogFormat,
     /// Keys the persistence cookie's server ids. Without it a random key is made at start,
     /// so cookies do not survive a restart or work across several instances.
     pub persistence_secret: Option<String>,
@@ -36,8 +39,48 @@ impl Default for Global {
         Global {
             shutdown_timeout: Duration::from_secs(30),
             access_log: true,
+            access_log_format: LogFormat::Logfmt,
             persistence_secret: None,
         }
+    }
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs after a timestamp (docs/access-log.md).
+    Logfmt,
+    /// One JSON object per line, with the same fields.
+    Json,
+}
+
+/// The admin API: status, drain and maintenance, weights, reload, metrics, dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Every change must carry it; without one, changes are refused.
+    pub token: Option<AdminToken>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9900)),
+            token: None,
+        }
+    }
+}
+
+/// The admin token, read from `token_file` when the configuration is loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub file: std::path::PathBuf,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminToken({})", self.file.display())
     }
 }
 
@@ -350,6 +393,9 @@ pub struct Pool {
     /// A server coming back up ramps from a small share of its weight to all of it over
     /// this long.
     pub slow_start: Option<Duration>,
+    /// After this long draining, a server's remaining connections are closed at the next
+    /// safe point; `None` waits for them to end by themselves.
+    pub drain_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

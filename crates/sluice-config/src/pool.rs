@@ -45,6 +45,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
     let pin_auth = t.get("pin_auth").and_then(|f| f.bool(r)).unwrap_or(true);
     let persistence = t.section(r, "persistence", crate::persistence::parse);
     let slow_start = t.get("slow_start").and_then(|f| f.positive_duration(r));
+    let drain_timeout = t.get("drain_timeout").and_then(|f| f.positive_duration(r));
     t.finish(r);
     let pool = Pool {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -59,6 +60,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         pin_auth,
         persistence,
         slow_start,
+        drain_timeout,
     };
     (pool, name)
 }

@@ -6,4 +6,4 @@ mod machine;
 mod schedule;
 
 pub use machine::{Machine, Transition};
-pub use schedule::{run_probes, Probe, ServerHealth};
+pub use schedule::{run_probes, Checked, Probe, ServerHealth};

@@ -31,6 +31,12 @@ impl Machine {
         self.up
     }
 
+    /// Down until `rise` successes in a row, whatever it was.
+    pub fn require_rise(&mut self) {
+        self.up = false;
+        self.streak = 0;
+    }
+
     /// Records one result; says when it changes the state.
     pub fn observe(&mut self, ok: bool) -> Option<Transition> {
         if ok == self.up {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::machine::{Machine, Transition};
 
@@ -14,6 +14,7 @@ pub struct ServerHealth {
     up: AtomicBool,
     machine: Mutex<Machine>,
     last_failure: Mutex<Option<String>>,
+    last_check: Mutex<Option<Checked>>,
     /// When it last came back up, in nanoseconds after [`epoch`] (0: it never went down),
     /// read on every pick by slow start, hence an atomic.
     came_up: AtomicU64,
@@ -31,6 +32,7 @@ impl ServerHealth {
             up: AtomicBool::new(true),
             machine: Mutex::new(Machine::new(rise, fall)),
             last_failure: Mutex::new(None),
+            last_check: Mutex::new(None),
             came_up: AtomicU64::new(0),
         }
     }
@@ -72,6 +74,33 @@ impl ServerHealth {
     pub fn last_failure(&self) -> Option<String> {
         lock(&self.last_failure).clone()
     }
+
+    /// The latest probe, if one ran.
+    pub fn last_check(&self) -> Option<Checked> {
+        lock(&self.last_check).clone()
+    }
+
+    /// Takes the server out until `rise` checks in a row pass, `reason` saying why.
+    pub fn require_rise(&self, reason: &str) {
+        let mut machine = lock(&self.machine);
+        machine.require_rise();
+        self.up.store(false, Ordering::Relaxed);
+        *lock(&self.last_failure) = Some(reason.to_string());
+    }
+
+    fn record_check(&self, checked: Checked) -> Option<Transition> {
+        let change = self.record(checked.result.clone());
+        *lock(&self.last_check) = Some(checked);
+        change
+    }
+}
+
+/// One probe's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub at: SystemTime,
+    pub latency: Duration,
+    pub result: Result<(), String>,
 }
 
 /// A poisoned lock only means another thread panicked while recording a result; the
@@ -85,27 +114,31 @@ pub trait Probe: Send + Sync + 'static {
     fn check(&self) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// Probes forever, every `interval`, each attempt bounded by `timeout`; `on_change` hears
-/// each state change with the reason. Ends when the task is aborted.
+/// Probes forever, every `interval`, each attempt bounded by `timeout`; `on_check` hears
+/// every result and the state change it made, if any. Ends when the task is aborted.
 pub async fn run_probes<P: Probe>(
     probe: P,
     health: Arc<ServerHealth>,
     interval: Duration,
     timeout: Duration,
-    on_change: impl Fn(Transition, Option<String>) + Send,
+    on_check: impl Fn(&Checked, Option<Transition>) + Send,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let started = Instant::now();
         let result = match tokio::time::timeout(timeout, probe.check()).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {}ms", timeout.as_millis())),
         };
-        let reason = result.as_ref().err().cloned();
-        if let Some(change) = health.record(result) {
-            on_change(change, reason);
-        }
+        let checked = Checked {
+            at: SystemTime::now(),
+            latency: started.elapsed(),
+            result,
+        };
+        let change = health.record_check(checked.clone());
+        on_check(&checked, change);
     }
 }
 
@@ -140,6 +173,19 @@ mod tests {
         assert!(up_for >= Duration::from_secs(5) && up_for < Duration::from_secs(6));
     }
 
+    #[test]
+    fn requiring_rise_takes_a_server_out_until_it_passes_again() {
+        let health = ServerHealth::new(2, 3);
+        health.require_rise("returning from maintenance");
+        assert!(!health.is_up());
+        assert_eq!(
+            health.last_failure().as_deref(),
+            Some("returning from maintenance")
+        );
+        assert_eq!(health.record(Ok(())), None);
+        assert_eq!(health.record(Ok(())), Some(Transition::CameUp));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn loop_marks_down_then_up_on_schedule() {
         let calls = Arc::new(AtomicU32::new(0));
@@ -151,7 +197,11 @@ mod tests {
             health.clone(),
             Duration::from_secs(1),
             Duration::from_millis(500),
-            move |t, reason| log.lock().unwrap().push((t, reason)),
+            move |checked: &Checked, change| {
+                if let Some(t) = change {
+                    log.lock().unwrap().push((t, checked.result.clone().err()));
+                }
+            },
         ));
         // Ticks at 0s, 1s, 2s fail: down after the third.
         tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -164,5 +214,7 @@ mod tests {
         let changes = changes.lock().unwrap();
         assert_eq!(changes[0], (Transition::WentDown, Some("failure 2".into())));
         assert_eq!(changes[1], (Transition::CameUp, None));
+        let last = health.last_check().expect("probes ran");
+        assert_eq!(last.result, Ok(()));
     }
 }
