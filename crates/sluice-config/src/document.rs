@@ -95,7 +95,12 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .unwrap_or(d.access_log),
         access_log_format: t
             .get("access_log_format")
-            .and_then(|f| f.choice(r, &[("logfmt", LogFormat::Logfmt), ("json", LogFormat::Json)]))
+            .and_then(|f| {
+                f.choice(
+                    r,
+                    &[("logfmt", LogFormat::Logfmt), ("json", LogFormat::Json)],
+                )
+            })
             .unwrap_or(d.access_log_format),
         persistence_secret: t.get("persistence_secret").and_then(|f| {
             let secret = f.non_empty_str(r)?;

@@ -1,6 +1,7 @@
 //! One line per request on stdout, written by one background thread so the data plane
-//! never blocks on the terminal or a slow pipe. Format (logfmt, documented in
-//! docs/access-log.md):
+//! never blocks on the terminal or a slow pipe. The same record feeds the metrics, so the
+//! log and the counters cannot disagree. Format (logfmt by default, or JSON with the same
+//! fields; documented in docs/access-log.md):
 //!
 //! `2026-11-21T23:40:00.123Z client=127.0.0.1:53422 service=mail route=ews pool=ews
 //! server=cas1 method=POST uri="/EWS/Exchange.asmx" proto=HTTP/1.1 status=200 in=1234
@@ -14,11 +15,18 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Where access log lines go. Cheap to clone; `disabled()` drops every line.
+use sluice_config::LogFormat;
+
+use crate::metrics::Metrics;
+
+/// Where access log lines go, and the metrics every record counts in. Cheap to clone;
+/// `disabled()` writes no lines but still counts.
 #[derive(Clone)]
 pub struct AccessLog {
     tx: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
+    format: LogFormat,
+    metrics: Metrics,
 }
 
 impl AccessLog {
@@ -45,35 +53,50 @@ impl AccessLog {
                     batch.clear();
                 }
             })
-            .map(|_| AccessLog {
-                tx: Some(tx),
-                dropped: Arc::default(),
-            })
+            .map(|_| AccessLog::to(Some(tx)))
             .unwrap_or_else(|_| AccessLog::disabled())
+    }
+
+    fn to(tx: Option<SyncSender<String>>) -> Self {
+        AccessLog {
+            tx,
+            dropped: Arc::default(),
+            format: LogFormat::Logfmt,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Writes lines in `format` instead of logfmt.
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Sends lines to a channel instead (tests, embedding).
     pub fn channel(capacity: usize) -> (Self, std::sync::mpsc::Receiver<String>) {
         let (tx, rx) = sync_channel(capacity);
-        let log = AccessLog {
-            tx: Some(tx),
-            dropped: Arc::default(),
-        };
-        (log, rx)
+        (AccessLog::to(Some(tx)), rx)
     }
 
     pub fn disabled() -> Self {
-        AccessLog {
-            tx: None,
-            dropped: Arc::default(),
+        AccessLog::to(None)
+    }
+
+    /// Counts the request in the metrics and writes its line.
+    pub fn write(&self, record: &Record) {
+        self.metrics.request(record);
+        let Some(tx) = &self.tx else { return };
+        let line = match self.format {
+            LogFormat::Logfmt => record.to_line(),
+            LogFormat::Json => record.to_json(),
+        };
+        if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub fn write(&self, record: &Record) {
-        let Some(tx) = &self.tx else { return };
-        if let Err(TrySendError::Full(_)) = tx.try_send(record.to_line()) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn dropped(&self) -> u64 {
@@ -155,6 +178,40 @@ impl Record {
     }
 }
 
+impl Record {
+    /// One JSON object and a newline; the fields and units of `to_line`, absent values
+    /// as `null`.
+    pub fn to_json(&self) -> String {
+        let time = self.time.unwrap_or_else(SystemTime::now);
+        let ms = |t: Option<Duration>| t.map(|t| t.as_millis() as u64);
+        let mut line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(time).to_string(),
+            "client": self.client.map(|c| c.to_string()),
+            "service": self.service,
+            "route": self.route,
+            "pool": self.pool,
+            "server": self.server,
+            "method": self.method,
+            "uri": self.uri,
+            "proto": self.proto,
+            "status": self.status,
+            "in": self.bytes_in,
+            "out": self.bytes_out,
+            "t_hdr": ms(self.t_headers),
+            "t_wait": ms(self.t_wait),
+            "t_conn": ms(self.t_connect),
+            "t_resp": ms(self.t_response),
+            "t_total": ms(self.t_total),
+            "pinned": self.pinned,
+            "persist": self.persist,
+            "end": self.end,
+        })
+        .to_string();
+        line.push('\n');
+        line
+    }
+}
+
 /// ` key=value`, quoting values that hold spaces, quotes or control characters; `-` for none.
 fn field(out: &mut String, key: &str, value: Option<&str>) {
     let value = value.filter(|v| !v.is_empty()).unwrap_or("-");
@@ -210,5 +267,11 @@ mod tests {
              method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 status=200 in=10 out=20 \
              t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- pinned=1 persist=- end=done\n"
         );
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["uri"], "/rpc/rpcproxy.dll?a b\"c");
+        assert_eq!(json["status"], 200);
+        assert_eq!(json["t_conn"], 0);
+        assert_eq!(json["t_wait"], serde_json::Value::Null);
+        assert_eq!(json["time"], "1970-01-01T00:00:01.500Z");
     }
 }

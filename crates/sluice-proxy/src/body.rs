@@ -19,7 +19,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::conn_io::RequestPhase;
 use crate::expect::GateHandle;
 use crate::pinning::{Leased, Reuse};
-use crate::state::ActiveGuard;
+use crate::server::ActiveGuard;
 use crate::upstream::BoxError;
 
 /// What both directions of one request share.
@@ -199,6 +199,7 @@ impl Finish {
             log,
             phase,
         } = self;
+        leased.end_exchange();
         if end == "done" {
             reuse.settle(leased);
         }

@@ -151,6 +151,7 @@ async fn forward<'r>(
             .iter()
             .any(|s| s.cfg.address == p.server.cfg.address)
     });
+    let pinned = pinned.and_then(|p| usable_pin(ctx, p));
     let server_idle = limits.server.unwrap_or(pool.cfg.timeouts.server);
     let sent = match pinned {
         Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,
@@ -220,6 +221,19 @@ fn remember(
     persistence.remember(sticky, chosen, now)
 }
 
+/// A pinned connection whose server the operator took out of service (maintenance, or a
+/// drain that timed out) carries no more requests: the request is balanced afresh and
+/// the client connection, whose authentication lived in the pinned one, closes after it.
+fn usable_pin(ctx: &ConnCtx, pinned: Pinned) -> Option<Pinned> {
+    if pinned.server.live.continues_sessions() {
+        return Some(pinned);
+    }
+    if let Some(slot) = &ctx.pins {
+        slot.lost.notify_one();
+    }
+    None
+}
+
 /// How many times a request without a body is re-sent after a reused connection died
 /// under it, on top of the pool's retries.
 const STALE_RESENDS: u32 = 3;
@@ -236,7 +250,8 @@ async fn send_pinned(
     record.pinned = true;
     let server = pinned.server.clone();
     record.server = Some(server.cfg.name.clone());
-    let active = server.begin();
+    let active = server.live.begin();
+    pinned.begin_exchange();
     let sent = pinned.sender().try_send_request(req);
     match await_response(sent, exchange, limit).await {
         Some(Ok(response)) => Ok((response, Leased::Pinned(pinned), active)),
@@ -276,11 +291,15 @@ async fn send(
         record.t_wait.get_or_insert(picking.elapsed());
         let server = pool.servers[index].clone();
         record.server = Some(server.cfg.name.clone());
-        let active = server.begin();
+        let active = server.live.begin();
         let connecting = Instant::now();
-        let (mut conn, reused) = match server.idle.checkout(pool.cfg.idle_timeout) {
+        let (mut conn, reused) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
             Some(s) => (s, true),
-            None => match pool.connector.open(server.cfg.address).await {
+            None => match pool
+                .connector
+                .open(server.cfg.address, server.live.cut_signal())
+                .await
+            {
                 Ok(s) => (s, false),
                 Err(reason) => {
                     passive_failure(pool, &server, &reason);
@@ -301,6 +320,7 @@ async fn send(
             break;
         };
         let sending = Instant::now();
+        conn.begin_exchange();
         let outcome = await_response(conn.sender.try_send_request(request), exchange, limit).await;
         match outcome {
             Some(Ok(response)) => {
@@ -381,7 +401,7 @@ fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
     tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "connection failed: {reason}");
     if pool.cfg.health.is_some() {
         if let Some(sluice_health::Transition::WentDown) =
-            server.health.record(Err(reason.to_string()))
+            server.live.health.record(Err(reason.to_string()))
         {
             tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "server is DOWN: {reason}");
         }

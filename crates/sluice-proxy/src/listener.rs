@@ -12,7 +12,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Record};
 use crate::conn_io::{ConnPhase, PhaseIo, WaitTimeout};
@@ -75,18 +74,20 @@ impl Drop for TrackGuard {
     }
 }
 
-/// Everything an accept loop needs.
+/// Everything an accept loop needs. The service is named, not numbered: a reload may
+/// move it in the list.
 #[derive(Clone)]
 pub struct Listening {
-    pub service: usize,
+    pub service: Arc<str>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub tls: Option<TlsAcceptor>,
     pub log: AccessLog,
     pub tracker: Arc<ConnTracker>,
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub async fn accept_loop(listener: TcpListener, ctx: Listening) {
+/// Accepts until shutdown (or until the task is aborted: a reload removed the listener,
+/// which leaves the connections it accepted alone).
+pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
@@ -113,9 +114,13 @@ pub async fn accept_loop(listener: TcpListener, ctx: Listening) {
 async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
     let _ = tcp.set_nodelay(true);
     let snapshot = ctx.snapshot.load_full();
-    let service = &snapshot.config.services[ctx.service];
+    let Some(index) = snapshot.service_index(&ctx.service) else {
+        return;
+    };
+    let service = &snapshot.config.services[index];
     let timeouts = service.timeouts.clone();
-    let (stream, h2) = match &ctx.tls {
+    let tls = snapshot.acceptors[index].clone();
+    let (stream, h2) = match &tls {
         None => (Stream::Plain(tcp), false),
         Some(acceptor) => {
             match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(tcp)).await {
@@ -137,16 +142,19 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
     let phase = (!h2).then(ConnPhase::new);
     let pins = (!h2).then(|| Arc::new(PinSlot::default()));
     let pin_lost = pins.as_ref().map(|p| p.lost.clone());
-    let conn_ctx = Arc::new(ConnCtx {
-        snapshot: snapshot.clone(),
-        service: ctx.service,
-        client,
-        tls: ctx.tls.is_some(),
-        phase: phase.clone(),
-        pins,
-        log: ctx.log.clone(),
-    });
-    let report = timeout_reporter(&conn_ctx);
+    let conn = Conn {
+        current: ctx.snapshot.clone(),
+        ctx: Arc::new(ConnCtx {
+            snapshot: snapshot.clone(),
+            service: index,
+            client,
+            tls: tls.is_some(),
+            phase: phase.clone(),
+            pins,
+            log: ctx.log.clone(),
+        }),
+    };
+    let report = timeout_reporter(&conn.ctx);
     let io: Box<dyn Io> = match phase {
         Some(phase) => Box::new(PhaseIo::new(
             stream,
@@ -157,7 +165,7 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
         )),
         None => Box::new(stream),
     };
-    let svc = service_fn(move |req| handle(conn_ctx.clone(), req));
+    let svc = service_fn(move |req| handle(conn.for_request(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -197,6 +205,40 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
     };
     if let Err(e) = result {
         log_connection_error(&ctx.log, &service.name, client, e.as_ref());
+    }
+}
+
+/// A client connection's context. Each request reads the configuration generation
+/// current when it starts, so keep-alive connections follow reloads; one whose service
+/// a reload removed (or turned from TLS to plain or back) keeps the generation it was
+/// accepted under until it closes.
+struct Conn {
+    current: Arc<ArcSwap<Snapshot>>,
+    ctx: Arc<ConnCtx>,
+}
+
+impl Conn {
+    fn for_request(&self) -> Arc<ConnCtx> {
+        let latest = self.current.load();
+        if Arc::ptr_eq(&latest, &self.ctx.snapshot) {
+            return self.ctx.clone();
+        }
+        let name = &self.ctx.service().name;
+        let same_service = latest
+            .service_index(name)
+            .filter(|&i| latest.acceptors[i].is_some() == self.ctx.tls);
+        match same_service {
+            Some(service) => Arc::new(ConnCtx {
+                snapshot: latest.clone(),
+                service,
+                client: self.ctx.client,
+                tls: self.ctx.tls,
+                phase: self.ctx.phase.clone(),
+                pins: self.ctx.pins.clone(),
+                log: self.ctx.log.clone(),
+            }),
+            None => self.ctx.clone(),
+        }
     }
 }
 

@@ -84,11 +84,20 @@ impl Leased {
         matches!(self, Leased::Pinned(_))
     }
 
-    fn is_ready(&self) -> bool {
+    fn conn(&self) -> &ServerConn {
         match self {
-            Leased::Shared { conn, .. } => conn.is_ready(),
-            Leased::Pinned(p) => p.conn.is_ready(),
+            Leased::Shared { conn, .. } => conn,
+            Leased::Pinned(p) => &p.conn,
         }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.conn().is_ready()
+    }
+
+    /// The response has ended: the connection is at a safe point.
+    pub fn end_exchange(&self) {
+        self.conn().end_exchange();
     }
 }
 
@@ -108,7 +117,7 @@ impl Reuse {
         match (self, leased) {
             (_, leased) if !leased.is_ready() => {}
             (Reuse::Pool { max_idle }, Leased::Shared { server, conn }) => {
-                server.idle.checkin(conn, max_idle)
+                server.live.idle.checkin(conn, max_idle)
             }
             (Reuse::Pin(slot), Leased::Shared { server, conn }) => slot.pin(server, conn),
             (Reuse::Pin(slot), Leased::Pinned(p)) => slot.put_back(p),
@@ -130,6 +139,10 @@ impl Pinned {
     pub fn sender(&mut self) -> &mut Sender {
         &mut self.conn.sender
     }
+
+    pub fn begin_exchange(&self) {
+        self.conn.begin_exchange();
+    }
 }
 
 impl Drop for Pinned {
@@ -145,14 +158,14 @@ struct PinCount(Arc<ServerRt>);
 
 impl PinCount {
     fn new(server: &Arc<ServerRt>) -> Self {
-        server.pinned.fetch_add(1, Ordering::Relaxed);
+        server.live.pinned.fetch_add(1, Ordering::Relaxed);
         PinCount(server.clone())
     }
 }
 
 impl Drop for PinCount {
     fn drop(&mut self) {
-        self.0.pinned.fetch_sub(1, Ordering::Relaxed);
+        self.0.live.pinned.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

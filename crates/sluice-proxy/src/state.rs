@@ -1,9 +1,11 @@
-//! The runtime picture built from one configuration: pools with their servers, each
-//! server's health, active request count and idle connections. The data plane reads it
-//! without locks except the short idle-stack one.
+//! The runtime picture built from one configuration: services with their TLS acceptors,
+//! pools with their servers. The data plane reads it without locks except the short
+//! idle-stack one. A new generation built from a reload keeps the live state (health,
+//! counts, idle connections, stick tables, the operator's modes) of what did not change.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,65 +13,19 @@ use http::HeaderMap;
 use ring::hmac;
 use sluice_balance::slow_start::{self, Throttle};
 use sluice_balance::{least_connections, rendezvous, SmoothWeighted};
-use sluice_config::{Algorithm, Config, HashOn, Pool, Server};
-use sluice_health::ServerHealth;
+use sluice_config::{Algorithm, Config, HashOn, Pool};
+use tokio_rustls::TlsAcceptor;
 
 use crate::persistence::PoolPersistence;
-use crate::tls::{client_config, TlsFileError};
-use crate::upstream::{Connector, IdlePool};
-
-pub struct ServerRt {
-    pub cfg: Server,
-    pub health: Arc<ServerHealth>,
-    active: AtomicU64,
-    /// Server connections owned by one client connection (connection-bound auth).
-    pub pinned: AtomicU64,
-    pub idle: IdlePool,
-}
-
-impl ServerRt {
-    pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    pub fn pinned(&self) -> u64 {
-        self.pinned.load(Ordering::Relaxed)
-    }
-
-    /// Can take a new client: up, weighted, not full.
-    fn can_take(&self) -> bool {
-        self.cfg.weight > 0 && self.can_continue()
-    }
-
-    /// Can take a request of a client persisted to it: weight 0 only stops new clients.
-    pub fn can_continue(&self) -> bool {
-        self.health.is_up()
-            && self
-                .cfg
-                .max_connections
-                .is_none_or(|max| self.active() < u64::from(max))
-    }
-
-    /// Counts a request on this server until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
-    }
-}
-
-pub struct ActiveGuard(Arc<ServerRt>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub use crate::server::{ActiveGuard, ServerLive, ServerRt};
+use crate::tls::{client_config, server_config, TlsFileError};
+use crate::upstream::Connector;
 
 pub struct PoolRt {
     pub cfg: Pool,
     pub servers: Vec<Arc<ServerRt>>,
     pub connector: Connector,
-    pub persistence: Option<PoolPersistence>,
+    pub persistence: Option<Arc<PoolPersistence>>,
     round_robin: SmoothWeighted,
     tie_break: AtomicUsize,
     /// Stable identities for hashing: a hash of each server's name.
@@ -88,20 +44,17 @@ pub struct Choice {
 }
 
 impl PoolRt {
-    fn new(cfg: &Pool, cookie_key: &hmac::Key) -> Result<Self, TlsFileError> {
+    /// `old` is the same-named pool of the generation this one replaces.
+    fn new(cfg: &Pool, cookie_key: &hmac::Key, old: Option<&PoolRt>) -> Result<Self, TlsFileError> {
         let tls = cfg.tls.as_ref().map(client_config).transpose()?;
         let sni = cfg.tls.as_ref().and_then(|t| t.sni.as_deref());
         let servers = cfg
             .servers
             .iter()
             .map(|s| {
-                let (rise, fall) = cfg.health.as_ref().map_or((1, 1), |h| (h.rise, h.fall));
                 Arc::new(ServerRt {
                     cfg: s.clone(),
-                    health: Arc::new(ServerHealth::new(rise, fall)),
-                    active: AtomicU64::new(0),
-                    pinned: AtomicU64::new(0),
-                    idle: IdlePool::default(),
+                    live: live_state(cfg, s, old),
                 })
             })
             .collect();
@@ -110,10 +63,7 @@ impl PoolRt {
             cfg: cfg.clone(),
             servers,
             connector: Connector::new(tls, sni, cfg.timeouts.connect),
-            persistence: cfg
-                .persistence
-                .as_ref()
-                .map(|p| PoolPersistence::new(p, &cfg.servers, cookie_key)),
+            persistence: stick_tables(cfg, cookie_key, old),
             round_robin: SmoothWeighted::new(&weights),
             tie_break: AtomicUsize::new(0),
             hash_ids: cfg
@@ -153,7 +103,7 @@ impl PoolRt {
                 self.servers.len(),
                 self.tie_break.fetch_add(1, Ordering::Relaxed),
                 eligible,
-                |i| self.servers[i].active(),
+                |i| self.servers[i].live.active(),
                 // Per mille, so a server in slow start can weigh a fraction.
                 |i| ((f64::from(weight(i)) * 1000.0 * self.share(i)) as u32).max(1),
             ),
@@ -169,7 +119,7 @@ impl PoolRt {
         let Some(window) = self.cfg.slow_start else {
             return 1.0;
         };
-        match self.servers[i].health.up_for(Instant::now()) {
+        match self.servers[i].live.health.up_for(Instant::now()) {
             Some(up_for) => slow_start::share(up_for, window),
             None => 1.0,
         }
@@ -190,6 +140,61 @@ impl PoolRt {
     }
 }
 
+/// The live state a server keeps from the generation before: all of it while its address
+/// and how it is reached and checked are unchanged, else only the operator's mode.
+fn live_state(
+    pool: &Pool,
+    server: &sluice_config::Server,
+    old: Option<&PoolRt>,
+) -> Arc<ServerLive> {
+    let (rise, fall) = pool.health.as_ref().map_or((1, 1), |h| (h.rise, h.fall));
+    let Some((old_pool, old_server)) = old.and_then(|p| {
+        let s = p.servers.iter().find(|s| s.cfg.name == server.name)?;
+        Some((p, s))
+    }) else {
+        return Arc::new(ServerLive::new(rise, fall));
+    };
+    let same = old_server.cfg.address == server.address
+        && old_pool.cfg.tls == pool.tls
+        && old_pool.cfg.health == pool.health
+        && old_pool.cfg.timeouts.connect == pool.timeouts.connect;
+    if same {
+        old_server.live.clone()
+    } else {
+        Arc::new(ServerLive::succeeding(&old_server.live, rise, fall))
+    }
+}
+
+/// Stick tables hold server positions: they survive only a reload that keeps the pool's
+/// persistence settings and its servers in the same order at the same addresses. Cookie
+/// persistence keeps nothing here and survives any reload that keeps the servers.
+fn stick_tables(
+    pool: &Pool,
+    cookie_key: &hmac::Key,
+    old: Option<&PoolRt>,
+) -> Option<Arc<PoolPersistence>> {
+    let cfg = pool.persistence.as_ref()?;
+    let same_servers = |old: &PoolRt| {
+        old.cfg.servers.len() == pool.servers.len()
+            && old
+                .cfg
+                .servers
+                .iter()
+                .zip(&pool.servers)
+                .all(|(a, b)| a.name == b.name && a.address == b.address)
+    };
+    match old {
+        Some(old) if old.cfg.persistence.as_ref() == Some(cfg) && same_servers(old) => {
+            old.persistence.clone()
+        }
+        _ => Some(Arc::new(PoolPersistence::new(
+            cfg,
+            &pool.servers,
+            cookie_key,
+        ))),
+    }
+}
+
 /// A hash that every build and every instance computes alike (SHA-256, first 8 bytes).
 fn stable_hash(data: &[u8]) -> u64 {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
@@ -201,17 +206,53 @@ fn stable_hash(data: &[u8]) -> u64 {
 /// Everything the data plane needs for one configuration generation.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// Per service, in configuration order: its TLS acceptor if it terminates TLS.
+    pub acceptors: Vec<Option<TlsAcceptor>>,
     pub pools: Vec<Arc<PoolRt>>,
 }
 
 impl Snapshot {
-    /// `cookie_key` keys the persistence cookie's values.
-    pub fn build(config: Arc<Config>, cookie_key: &hmac::Key) -> Result<Self, TlsFileError> {
+    /// `cookie_key` keys the persistence cookie's values; `old` is the generation this one
+    /// replaces, whose live state carries over. Certificate files are read again.
+    pub fn build(
+        config: Arc<Config>,
+        cookie_key: &hmac::Key,
+        old: Option<&Snapshot>,
+    ) -> Result<Self, TlsFileError> {
+        let old_pools: HashMap<&str, &PoolRt> = old
+            .map(|o| {
+                o.pools
+                    .iter()
+                    .map(|p| (p.cfg.name.as_str(), &**p))
+                    .collect()
+            })
+            .unwrap_or_default();
         let pools = config
             .pools
             .iter()
-            .map(|p| PoolRt::new(p, cookie_key).map(Arc::new))
+            .map(|p| {
+                PoolRt::new(p, cookie_key, old_pools.get(p.name.as_str()).copied()).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Snapshot { config, pools })
+        let acceptors = config
+            .services
+            .iter()
+            .map(|s| {
+                s.tls
+                    .as_ref()
+                    .map(|t| server_config(t).map(TlsAcceptor::from))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Snapshot {
+            config,
+            acceptors,
+            pools,
+        })
+    }
+
+    /// A service's position by name.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.config.services.iter().position(|s| s.name == name)
     }
 }

@@ -14,6 +14,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::server::CutSignal;
 use crate::stream::{ServerStream, Stream};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,11 +28,23 @@ pub struct ServerConn {
     /// Completes when the connection has ended, whoever closed it. Taken by whoever must
     /// react to that (a pinned client connection closes with its server connection).
     pub closed: Option<oneshot::Receiver<()>>,
+    /// When the exchange in progress began; `None` between exchanges.
+    busy_since: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ServerConn {
     pub fn is_ready(&self) -> bool {
         self.sender.is_ready()
+    }
+
+    /// Marks the start of a request over this connection.
+    pub fn begin_exchange(&self) {
+        *lock(&self.busy_since) = Some(Instant::now());
+    }
+
+    /// Marks the end of the response: the connection is at a safe point to close.
+    pub fn end_exchange(&self) {
+        *lock(&self.busy_since) = None;
     }
 }
 
@@ -82,30 +95,70 @@ impl Connector {
         Ok(Stream::Tls(Box::new(tls)))
     }
 
-    /// A new HTTP/1.1 connection; its driver runs as its own task until the connection ends.
-    pub async fn open(&self, addr: SocketAddr) -> Result<ServerConn, String> {
+    /// A new HTTP/1.1 connection; its driver runs as its own task until the connection
+    /// ends, or until `cut` asks for it and it reaches a safe point.
+    pub async fn open(&self, addr: SocketAddr, cut: CutSignal) -> Result<ServerConn, String> {
         let stream = self.connect(addr).await?;
-        handshake(stream).await
+        handshake(stream, Some(cut)).await
     }
 }
 
-pub async fn handshake(stream: ServerStream) -> Result<ServerConn, String> {
+pub async fn handshake(stream: ServerStream, cut: Option<CutSignal>) -> Result<ServerConn, String> {
     let (sender, conn) = http1::Builder::new()
         .preserve_header_case(true)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     let (ended, closed) = oneshot::channel();
+    let busy_since = Arc::new(Mutex::new(None));
+    let busy = busy_since.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("server connection ended: {e}");
+        tokio::select! {
+            ended = conn => if let Err(e) = ended {
+                tracing::debug!("server connection ended: {e}");
+            },
+            // Dropping the connection closes it.
+            _ = safe_point_after_cut(cut, &busy) => {
+                tracing::debug!("server connection closed: its server's drain timed out");
+            }
         }
         let _ = ended.send(());
     });
     Ok(ServerConn {
         sender,
         closed: Some(closed),
+        busy_since,
     })
+}
+
+/// How often a connection in the middle of an exchange is looked at again once its
+/// server's drain has timed out.
+const SAFE_POINT_POLL: Duration = Duration::from_millis(50);
+
+/// Completes once the server's drain has timed out and the connection is at a safe point:
+/// between exchanges, or in one that began before the drain did (a long poll or a
+/// stream the whole drain did not end). Never completes without a cut.
+async fn safe_point_after_cut(cut: Option<CutSignal>, busy: &Mutex<Option<Instant>>) {
+    let Some(mut cut) = cut else {
+        return std::future::pending().await;
+    };
+    let began = cut.wait_for(Option::is_some).await.map(|b| *b);
+    let Ok(Some(drain_began)) = began else {
+        return std::future::pending().await;
+    };
+    loop {
+        let busy_since = *lock(busy);
+        match busy_since {
+            None => return,
+            Some(started) if started < drain_began => return,
+            Some(_) => {}
+        }
+        tokio::time::sleep(SAFE_POINT_POLL).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Idle keep-alive connections to one server, most recently used last.
@@ -117,7 +170,7 @@ pub struct IdlePool {
 impl IdlePool {
     /// A ready idle connection younger than `max_age`, if any. Stale ones are dropped.
     pub fn checkout(&self, max_age: Duration) -> Option<ServerConn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&self.idle);
         while let Some((conn, since)) = idle.pop() {
             if conn.is_ready() && since.elapsed() < max_age {
                 return Some(conn);
@@ -130,9 +183,14 @@ impl IdlePool {
         if !conn.is_ready() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&self.idle);
         if idle.len() < max_idle {
             idle.push((conn, Instant::now()));
         }
+    }
+
+    /// Closes every idle connection.
+    pub fn clear(&self) {
+        lock(&self.idle).clear();
     }
 }

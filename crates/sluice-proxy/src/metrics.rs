@@ -1,0 +1,281 @@
+//! Prometheus metrics. Counters and histograms are fed by the same typed events that
+//! write the log lines (a request's [`Record`], a probe's [`Checked`], a reload's
+//! outcome), so the two cannot disagree; gauges are read from the [`Status`] at scrape
+//! time. Labels are names from the configuration and status classes, never paths or
+//! clients, so the number of series is bounded by the configuration.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sluice_health::Checked;
+
+use crate::access_log::Record;
+use crate::status::Status;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    service: String,
+    route: String,
+    pool: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: String,
+    route: String,
+    pool: String,
+    server: String,
+    /// `2xx`, `4xx`...
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    pool: String,
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    pool: String,
+    server: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pool: String,
+    server: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Time to response headers: from fast pages to hour-long ActiveSync long polls.
+fn response_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+        1800.0, 3600.0,
+    ])
+}
+
+fn check_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
+
+/// The counters and histograms that live for the whole process.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    bytes_in: Family<PathLabels, Counter>,
+    bytes_out: Family<PathLabels, Counter>,
+    response_seconds: HistogramFamily<PathLabels>,
+    checks: Family<CheckLabels, Counter>,
+    check_seconds: HistogramFamily<ServerLabels>,
+    reloads: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            bytes_in: Family::default(),
+            bytes_out: Family::default(),
+            response_seconds: Family::new_with_constructor(response_histogram),
+            checks: Family::default(),
+            check_seconds: Family::new_with_constructor(check_histogram),
+            reloads: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// One request ended (its access log line is written from the same record).
+    pub fn request(&self, r: &Record) {
+        let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+        let path = PathLabels {
+            service: r.service.clone(),
+            route: or_dash(&r.route),
+            pool: or_dash(&r.pool),
+            server: or_dash(&r.server),
+        };
+        self.bytes_in.get_or_create(&path).inc_by(r.bytes_in);
+        self.bytes_out.get_or_create(&path).inc_by(r.bytes_out);
+        if let Some(t) = r.t_response {
+            self.response_seconds
+                .get_or_create(&path)
+                .observe(t.as_secs_f64());
+        }
+        let PathLabels {
+            service,
+            route,
+            pool,
+            server,
+        } = path;
+        let class = format!("{}xx", r.status / 100);
+        self.requests
+            .get_or_create(&RequestLabels {
+                service,
+                route,
+                pool,
+                server,
+                class,
+            })
+            .inc();
+    }
+
+    /// One health probe ran.
+    pub fn check(&self, pool: &str, server: &str, checked: &Checked) {
+        let labels = ServerLabels {
+            pool: pool.to_string(),
+            server: server.to_string(),
+        };
+        self.check_seconds
+            .get_or_create(&labels)
+            .observe(checked.latency.as_secs_f64());
+        let result = if checked.result.is_ok() {
+            "pass"
+        } else {
+            "fail"
+        };
+        self.checks
+            .get_or_create(&CheckLabels {
+                pool: labels.pool,
+                server: labels.server,
+                result,
+            })
+            .inc();
+    }
+
+    /// One reload was attempted.
+    pub fn reload(&self, ok: bool) {
+        let outcome = if ok { "applied" } else { "rejected" };
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The Prometheus text exposition: the counters above and gauges read off `status`.
+    pub fn render(&self, status: &Status, log_lines_dropped: u64) -> String {
+        let mut registry = Registry::with_prefix("sluice");
+        self.register_counters(&mut registry);
+        register_gauges(&mut registry, status);
+        registry.register(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind",
+            ConstCounter::new(log_lines_dropped),
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    fn register_counters(&self, registry: &mut Registry) {
+        registry.register(
+            "requests",
+            "Requests by service, route, pool, server and status class",
+            self.requests.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Request body bytes received from clients",
+            self.bytes_in.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Response body bytes sent to clients",
+            self.bytes_out.clone(),
+        );
+        registry.register(
+            "response_seconds",
+            "Time from sending a request to the server to its response headers",
+            self.response_seconds.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Health probes by result",
+            self.checks.clone(),
+        );
+        registry.register(
+            "health_check_seconds",
+            "Health probe latency",
+            self.check_seconds.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads by outcome",
+            self.reloads.clone(),
+        );
+    }
+}
+
+fn register_gauges(registry: &mut Registry, status: &Status) {
+    let up = Family::<ServerLabels, Gauge>::default();
+    let state = Family::<StateLabels, Gauge>::default();
+    let weight = Family::<ServerLabels, Gauge>::default();
+    let active = Family::<ServerLabels, Gauge>::default();
+    let pinned = Family::<ServerLabels, Gauge>::default();
+    let entries = Family::<PoolLabels, Gauge>::default();
+    for pool in &status.pools {
+        if let Some(n) = pool.stick_entries {
+            let labels = PoolLabels {
+                pool: pool.name.clone(),
+            };
+            entries.get_or_create(&labels).set(n as i64);
+        }
+        for s in &pool.servers {
+            let labels = ServerLabels {
+                pool: s.pool.clone(),
+                server: s.server.clone(),
+            };
+            up.get_or_create(&labels).set(i64::from(s.up));
+            weight.get_or_create(&labels).set(i64::from(s.weight));
+            active.get_or_create(&labels).set(s.active as i64);
+            pinned.get_or_create(&labels).set(s.pinned as i64);
+            for name in ["ready", "drain", "maint"] {
+                let labels = StateLabels {
+                    pool: s.pool.clone(),
+                    server: s.server.clone(),
+                    state: name,
+                };
+                state.get_or_create(&labels).set(i64::from(s.state == name));
+            }
+        }
+    }
+    let connections = Gauge::<i64>::default();
+    connections.set(status.connections as i64);
+    registry.register("server_up", "1 when the server's health checks pass", up);
+    registry.register(
+        "server_state",
+        "The operator's state for the server: 1 on the current one",
+        state,
+    );
+    registry.register("server_weight", "The server's weight now", weight);
+    registry.register("server_active_requests", "Requests in progress", active);
+    registry.register(
+        "server_pinned_connections",
+        "Server connections owned by one client connection (NTLM/Negotiate)",
+        pinned,
+    );
+    registry.register(
+        "persistence_entries",
+        "Entries in the pool's stick table",
+        entries,
+    );
+    registry.register("client_connections", "Open client connections", connections);
+}
