@@ -1,6 +1,7 @@
 //! The `sluice` command: `lab` to try it against emulated Exchange servers, `run` a
-//! configuration, `check` one without starting, `init` one.
+//! configuration, `check` one without starting, `init` one, `ctl` a running one.
 
+mod ctl;
 mod init;
 mod lab;
 
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_proxy::{AccessLog, Proxy};
+use sluice_admin::AdminServer;
+use sluice_proxy::{AccessLog, Control, Proxy};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +28,8 @@ enum Command {
     /// Start emulated Exchange servers with sluice in front of them (or replay an incident
     /// with --scenario).
     Lab(Box<lab::LabArgs>),
-    /// Run in the foreground until SIGTERM or SIGINT, then stop gracefully.
+    /// Run in the foreground until SIGTERM or SIGINT, then stop gracefully; SIGHUP
+    /// reloads the configuration.
     Run {
         /// The configuration file (TOML).
         #[arg(short, long)]
@@ -41,6 +44,8 @@ enum Command {
     /// Write a complete configuration for a known application.
     #[command(subcommand)]
     Init(Init),
+    /// Ask a running sluice (its admin API): status, drain, ready, maint, weight, reload.
+    Ctl(Box<ctl::CtlArgs>),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Ctl(args) => ctl::ctl(*args),
         Command::Init(Init::Exchange(args)) => init::exchange(*args),
         Command::Lab(args) => lab::lab(*args),
     }
@@ -100,7 +106,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     match runtime() {
-        Ok(runtime) => runtime.block_on(serve(config)),
+        Ok(runtime) => runtime.block_on(serve(config, path)),
         Err(code) => code,
     }
 }
@@ -115,8 +121,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-async fn serve(config: sluice_config::Config) -> ExitCode {
+async fn serve(config: sluice_config::Config, path: &std::path::Path) -> ExitCode {
     let grace = config.global.shutdown_timeout;
+    let admin = config.admin.clone();
     // Handlers first: a stop signal that arrives while listeners come up must not kill
     // the process the default way in the middle of a request.
     let stop = match StopSignals::install() {
@@ -127,7 +134,7 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
         }
     };
     let log = if config.global.access_log {
-        AccessLog::stdout(65_536)
+        AccessLog::stdout(65_536).with_format(config.global.access_log_format)
     } else {
         AccessLog::disabled()
     };
@@ -138,7 +145,18 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    stop.wait().await;
+    let control = proxy.control();
+    control.set_source(path.to_path_buf());
+    // Held until the end: dropping it stops the admin listener.
+    let _admin = match admin.map(|a| AdminServer::start(control.clone(), a.listen)) {
+        Some(Err(e)) => {
+            eprintln!("admin API: cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(server)) => Some(server),
+        None => None,
+    };
+    stop.wait_reloading(&control).await;
     tracing::info!(
         "stopping: no new connections; waiting up to {}s for requests in progress",
         grace.as_secs()
@@ -157,6 +175,7 @@ async fn serve(config: sluice_config::Config) -> ExitCode {
 pub(crate) struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -165,6 +184,7 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
@@ -172,6 +192,22 @@ impl StopSignals {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT, reloading the configuration at each SIGHUP. A
+    /// rejected reload has logged its errors; the running configuration stays.
+    async fn wait_reloading(mut self, control: &Control) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Reading and binding are quick, blocking work: off the async threads.
+                    let _ = tokio::task::block_in_place(|| control.reload());
+                }
+            }
         }
     }
 }
