@@ -6,6 +6,7 @@ mod errors;
 mod expect;
 mod harness;
 mod health;
+mod operations;
 mod persistence;
 mod pinning;
 mod routing;
