@@ -7,5 +7,5 @@ mod template;
 
 pub use catalogue::{Affinity, Version, Workload, WORKLOADS};
 pub use template::{
-    quote as toml_string, render, ProbeTiming, Template, TemplateError, LOGIN_COOKIE,
+    quote as toml_string, render, ProbeTiming, Template, TemplateError, ADMIN_LISTEN, LOGIN_COOKIE,
 };

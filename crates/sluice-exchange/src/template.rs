@@ -26,7 +26,15 @@ pub struct Template {
     /// Networks allowed to read the health pages through sluice.
     pub monitoring: Vec<String>,
     pub probe: ProbeTiming,
+    /// Where the admin API, metrics and dashboard listen.
+    pub admin_listen: SocketAddr,
+    /// The admin token's file; without one the configuration says how to add it.
+    pub admin_token_file: Option<PathBuf>,
 }
+
+/// The admin listener `sluice init exchange` writes: loopback only.
+pub const ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9900);
 
 /// How often each workload's health page is read, and how long an answer may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +138,18 @@ fn header(out: &mut String, t: &Template) {
          # maintenance) removes only that workload of that server.\n\
          \n[global]\nshutdown_timeout = \"30s\"\n",
         t.version, t.namespace
+    );
+    let token = match &t.admin_token_file {
+        Some(file) => format!("token_file = {}", quote(&file.to_string_lossy())),
+        None => "# token_file = \"/etc/sluice/admin.token\"  # at least 16 characters".into(),
+    };
+    let _ = writeln!(
+        out,
+        "# The admin API (`sluice ctl`), Prometheus metrics at /metrics and the dashboard at /.\n\
+         # Keep it on loopback or a management network: reads are open to loopback clients;\n\
+         # drain, ready, weight and reload need the token.\n\
+         [admin]\nlisten = {}\n{token}\n",
+        quote(&t.admin_listen.to_string())
     );
 }
 

@@ -25,6 +25,8 @@ fn template(dir: &Path, version: Version, servers: &[&Backend], fingerprint: &st
         http_listen: "127.0.0.1:0".parse().unwrap(),
         monitoring: vec!["10.0.0.0/8".into()],
         probe: ProbeTiming::default(),
+        admin_listen: sluice_exchange::ADMIN_LISTEN,
+        admin_token_file: None,
     }
 }
 
@@ -124,6 +126,8 @@ fn plain_template(version: Version) -> Template {
         http_listen: "0.0.0.0:80".parse().unwrap(),
         monitoring: vec![],
         probe: ProbeTiming::default(),
+        admin_listen: sluice_exchange::ADMIN_LISTEN,
+        admin_token_file: None,
     }
 }
 

@@ -94,6 +94,8 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         http_listen: args.http_listen,
         monitoring: args.monitoring,
         probe: ProbeTiming::default(),
+        admin_listen: sluice_exchange::ADMIN_LISTEN,
+        admin_token_file: None,
     };
     let text = render(&template).map_err(|e| e.to_string())?;
     match &args.output {

@@ -7,7 +7,7 @@ use sluice_emulator::{Array, ArrayOptions, Timings};
 use sluice_exchange::ProbeTiming;
 use sluice_proxy::AccessLog;
 
-use super::setup::{Lab, NAMESPACE};
+use super::setup::{Lab, Ports, NAMESPACE};
 use super::LabArgs;
 use crate::StopSignals;
 
@@ -51,7 +51,11 @@ async fn start(args: &LabArgs) -> Result<Lab, String> {
                 interval: std::time::Duration::from_secs(1),
                 timeout: std::time::Duration::from_secs(1),
             };
-            let ports = (args.port, args.http_port);
+            let ports = Ports {
+                https: args.port,
+                http: args.http_port,
+                admin: args.admin_port,
+            };
             Lab::start(array, ports, |s| s.default_config(probe), log).await
         }
     }
@@ -80,6 +84,9 @@ fn banner(lab: &Lab) -> String {
             out.push_str(&format!("service {service:<8} {addr}\n"));
         }
     }
+    if let Some(admin) = &lab.admin {
+        out.push_str(&operate_lines(admin.addr(), lab));
+    }
     if let Some(addr) = lab.addr("exchange").filter(|_| lab.cert.is_some()) {
         out.push_str(&try_lines(
             &format!("https://{NAMESPACE}:{}", addr.port()),
@@ -91,6 +98,19 @@ fn banner(lab: &Lab) -> String {
          Ctrl-C stops. The access log follows.\n\n",
     );
     out
+}
+
+fn operate_lines(admin: std::net::SocketAddr, lab: &Lab) -> String {
+    let token = lab
+        .files_path("admin.token")
+        .map(|p| format!(" --token-file {}", p.display()))
+        .unwrap_or_default();
+    let first = lab.array.servers[0].name();
+    format!(
+        "\ndashboard:     http://{admin}/   (metrics: http://{admin}/metrics)\n\
+         \x20 sluice ctl --admin {admin} status\n\
+         \x20 sluice ctl --admin {admin}{token} drain {first}    # then: ready {first}\n"
+    )
 }
 
 fn try_lines(base: &str, lab: &Lab) -> String {

@@ -26,6 +26,9 @@ pub struct LabArgs {
     /// (0: any free ports).
     #[arg(long, default_value_t = 44301)]
     server_port: u16,
+    /// Where sluice's admin API and dashboard listen on loopback (0: any free port).
+    #[arg(long, default_value_t = 9900)]
+    admin_port: u16,
     /// Run your own configuration in front of the emulated servers instead of the
     /// embedded one (servers at 127.0.0.1:<server-port>, <server-port>+1, ...).
     #[arg(long, conflicts_with = "scenario")]

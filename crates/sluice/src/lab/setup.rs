@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sluice_admin::AdminServer;
 use sluice_emulator::Array;
 use sluice_exchange::{toml_string, ProbeTiming, Template};
 use sluice_lab::client::{tls_connect, BoxError};
@@ -25,6 +26,25 @@ pub struct Setting<'a> {
     pub key: PathBuf,
     pub https: SocketAddr,
     pub http: SocketAddr,
+    pub admin: SocketAddr,
+    /// The admin token's file.
+    pub token: PathBuf,
+}
+
+/// The loopback ports the lab's sluice listens on; 0 picks any free one.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub https: u16,
+    pub http: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub const ANY: Ports = Ports {
+        https: 0,
+        http: 0,
+        admin: 0,
+    };
 }
 
 impl Setting<'_> {
@@ -46,6 +66,8 @@ impl Setting<'_> {
             http_listen: self.http,
             monitoring: vec!["127.0.0.0/8".into()],
             probe,
+            admin_listen: self.admin,
+            admin_token_file: Some(self.token.clone()),
         }
     }
 
@@ -92,6 +114,15 @@ impl Setting<'_> {
     }
 }
 
+/// 128 random bits, in hex.
+fn random_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // The system's random source does not fail on Linux; a zero token would still work.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// sluice running in front of an emulated array.
 pub struct Lab {
     pub array: Array,
@@ -102,17 +133,19 @@ pub struct Lab {
     pub services: Vec<String>,
     /// sluice's own certificate, when the lab made it.
     pub cert: Option<(PathBuf, TestCert)>,
+    /// The admin API, when the configuration has an `[admin]` table.
+    pub admin: Option<AdminServer>,
     /// The directory holding the certificate and configuration the lab wrote; removed
     /// when the lab stops.
     files: Option<tempfile::TempDir>,
 }
 
 impl Lab {
-    /// Writes sluice a certificate and the configuration `config` makes for the array,
-    /// then starts sluice with it on loopback ports `https` and `http` (0: any).
+    /// Writes sluice a certificate, an admin token and the configuration `config` makes
+    /// for the array, then starts sluice with it on loopback `ports`.
     pub async fn start(
         array: Array,
-        (https, http): (u16, u16),
+        ports: Ports,
         config: impl FnOnce(&Setting) -> Result<String, String>,
         log: AccessLog,
     ) -> Result<Lab, String> {
@@ -123,12 +156,16 @@ impl Lab {
         let front = TestCert::new(&[NAMESPACE]);
         let (cert, key) = front.write(dir.path(), "sluice");
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, random_token()).map_err(|e| format!("{}: {e}", token.display()))?;
         let setting = Setting {
             array: &array,
             cert: cert.clone(),
             key,
-            https: loopback(https),
-            http: loopback(http),
+            https: loopback(ports.https),
+            http: loopback(ports.http),
+            admin: loopback(ports.admin),
+            token,
         };
         let text = config(&setting)?;
         let config_path = dir.path().join("sluice.toml");
@@ -144,15 +181,36 @@ impl Lab {
     pub async fn with_file(array: Array, path: &Path, log: AccessLog) -> Result<Lab, String> {
         let config = sluice_config::load(path).map_err(|errors| errors.to_string())?;
         let services = config.services.iter().map(|s| s.name.clone()).collect();
+        let admin = config.admin.as_ref().map(|a| a.listen);
         let proxy = Proxy::start(config, log).await.map_err(|e| e.to_string())?;
+        proxy.control().set_source(path.to_path_buf());
+        let admin = admin
+            .map(|listen| AdminServer::start(proxy.control(), listen))
+            .transpose()
+            .map_err(|e| {
+                format!("admin API: cannot listen: {e} (choose another port with --admin-port)")
+            })?;
         Ok(Lab {
             array,
             proxy,
             config_path: path.to_path_buf(),
             services,
             cert: None,
+            admin,
             files: None,
         })
+    }
+
+    /// A file the lab wrote, by name.
+    pub fn files_path(&self, name: &str) -> Option<PathBuf> {
+        let path = self.files.as_ref()?.path().join(name);
+        path.exists().then_some(path)
+    }
+
+    /// The admin API's address and token, when it runs with one.
+    pub fn admin(&self) -> Option<(SocketAddr, String)> {
+        let addr = self.admin.as_ref()?.addr();
+        Some((addr, self.proxy.control().admin_token()?))
     }
 
     /// Where `service` listens (its first address).

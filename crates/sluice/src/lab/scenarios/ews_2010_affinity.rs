@@ -9,7 +9,7 @@ use sluice_lab::client::full;
 use sluice_proxy::AccessLog;
 
 use super::{array, fail, shipped, Story, PROBE};
-use crate::lab::setup::{Lab, Setting};
+use crate::lab::setup::{Lab, Ports, Setting};
 
 const VERSIONS: [Version; 2] = [Version::V2010, Version::V2010];
 const POLLS: usize = 10;
@@ -30,7 +30,7 @@ pub async fn run(story: &mut Story) -> Result<(), String> {
     ));
     let lab = Lab::start(
         array(&VERSIONS)?,
-        (0, 0),
+        Ports::ANY,
         round_robin,
         AccessLog::disabled(),
     )

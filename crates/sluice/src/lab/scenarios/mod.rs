@@ -1,13 +1,14 @@
 //! The known Exchange load-balancing incidents, replayed against emulated servers with
 //! sluice in front. Each prints what happened in plain words, checks sluice's behaviour
-//! and gives a verdict; one whose feature sluice does not have yet is listed as pending
-//! and never run.
+//! and gives a verdict.
 
 mod component_offline;
+mod drain_for_patching;
 mod ews_2010_affinity;
 mod expect_continue;
 mod ntlm_isolation;
 mod outlook_streams;
+mod owa_browser;
 mod owa_coexistence;
 mod root_probe;
 
@@ -19,80 +20,58 @@ use sluice_emulator::{Array, ArrayOptions, Version};
 use sluice_exchange::ProbeTiming;
 use sluice_proxy::AccessLog;
 
-use super::setup::Lab;
+use super::setup::{Lab, Ports};
 
 struct Scenario {
     name: &'static str,
     title: &'static str,
-    /// Why it cannot run yet, while the feature it needs is missing.
-    pending: Option<&'static str>,
 }
 
 const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "root-probe",
         title: "a health check on / marks every server down after CU6; healthcheck.htm keeps them up",
-        pending: None,
     },
     Scenario {
         name: "owa-coexistence",
         title: "OWA across 2013 and 2016 loops on 440 without cookie persistence",
-        pending: None,
     },
     Scenario {
         name: "component-offline",
         title: "OWA inactive on one server leaves only the OWA pool",
-        pending: None,
     },
     Scenario {
         name: "expect-continue",
         title: "EWS POST with Expect: 100-continue gets through (no 501); an early 401 skips the upload",
-        pending: None,
     },
     Scenario {
         name: "ntlm-isolation",
         title: "interleaved NTLM sessions never see each other's identity",
-        pending: None,
     },
     Scenario {
         name: "ews-2010-affinity",
         title: "Exchange 2010 EWS subscriptions need 45-minute source persistence",
-        pending: None,
     },
     Scenario {
         name: "outlook-streams",
         title: "an RPC channel pair and a MAPI long poll stay up with bytes flowing both ways",
-        pending: None,
     },
     Scenario {
         name: "drain-for-patching",
         title: "a drained server gets no new sessions while its existing ones finish",
-        pending: Some("needs the admin API's drain, which this version of sluice does not have yet"),
     },
 ];
-
-/// Exit status for a scenario that was asked for by name but cannot run yet.
-const PENDING: u8 = 2;
 
 pub async fn run(name: &str) -> ExitCode {
     match name {
         "list" => {
             for s in &SCENARIOS {
-                let state = if s.pending.is_some() {
-                    "pending"
-                } else {
-                    "ready"
-                };
-                println!("{:<20} {state:<8} {}", s.name, s.title);
+                println!("{:<20} {}", s.name, s.title);
             }
             ExitCode::SUCCESS
         }
         "all" => run_all().await,
         _ => match SCENARIOS.iter().find(|s| s.name == name) {
-            Some(s) if s.pending.is_some() => {
-                announce(s);
-                ExitCode::from(PENDING)
-            }
             Some(s) => verdict(play(s).await),
             None => {
                 let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
@@ -107,12 +86,9 @@ pub async fn run(name: &str) -> ExitCode {
 }
 
 async fn run_all() -> ExitCode {
-    let (mut passed, mut failed, mut pending) = (0, Vec::new(), 0);
+    let (mut passed, mut failed) = (0, Vec::new());
     for s in &SCENARIOS {
-        if s.pending.is_some() {
-            announce(s);
-            pending += 1;
-        } else if play(s).await {
+        if play(s).await {
             passed += 1;
         } else {
             failed.push(s.name);
@@ -120,7 +96,7 @@ async fn run_all() -> ExitCode {
         println!();
     }
     println!(
-        "{passed} passed, {} failed, {pending} pending{}",
+        "{passed} passed, {} failed{}",
         failed.len(),
         if failed.is_empty() {
             String::new()
@@ -133,11 +109,6 @@ async fn run_all() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn announce(s: &Scenario) {
-    println!("== {}: {}", s.name, s.title);
-    println!("   PENDING: {}", s.pending.unwrap_or_default());
 }
 
 fn verdict(passed: bool) -> ExitCode {
@@ -160,6 +131,7 @@ async fn play(s: &Scenario) -> bool {
         "ntlm-isolation" => ntlm_isolation::run(&mut story).await,
         "ews-2010-affinity" => ews_2010_affinity::run(&mut story).await,
         "outlook-streams" => outlook_streams::run(&mut story).await,
+        "drain-for-patching" => drain_for_patching::run(&mut story).await,
         other => Err(format!("no implementation for {other}")),
     };
     if let Err(e) = outcome {
@@ -216,7 +188,7 @@ pub fn array(versions: &[Version]) -> Result<Array, String> {
 pub async fn shipped(array: Array) -> Result<Lab, String> {
     Lab::start(
         array,
-        (0, 0),
+        Ports::ANY,
         |s| s.default_config(PROBE),
         AccessLog::disabled(),
     )

@@ -4,16 +4,13 @@
 //! page, and round and round. Cookie persistence on OWA and ECP (the shipped default)
 //! keeps each user on the server that issued the login.
 
-use std::collections::BTreeMap;
-
 use http::StatusCode;
 use sluice_emulator::Version;
-use sluice_lab::client::{empty, full, Reply};
-use sluice_lab::Client;
 use sluice_proxy::AccessLog;
 
+use super::owa_browser::Browser;
 use super::{array, fail, shipped, Story, PROBE};
-use crate::lab::setup::{Lab, Setting};
+use crate::lab::setup::{Lab, Ports, Setting};
 
 const VERSIONS: [Version; 3] = [Version::V2016, Version::V2016, Version::V2013];
 const PAGES: usize = 50;
@@ -31,7 +28,7 @@ pub async fn run(story: &mut Story) -> Result<(), String> {
     story.say("Two 2016 servers and one 2013. A user logs in to OWA and opens 50 pages and calls, first through plain round robin:");
     let lab = Lab::start(
         array(&VERSIONS)?,
-        (0, 0),
+        Ports::ANY,
         round_robin,
         AccessLog::disabled(),
     )
@@ -105,69 +102,4 @@ async fn browse(lab: &Lab) -> Result<Visit, String> {
         }
     }
     Ok(visit)
-}
-
-/// A browser: one connection and a cookie jar.
-struct Browser {
-    client: Client,
-    jar: BTreeMap<String, String>,
-}
-
-impl Browser {
-    fn new(client: Client) -> Browser {
-        Browser {
-            client,
-            jar: BTreeMap::new(),
-        }
-    }
-
-    async fn login(&mut self) -> Result<(), String> {
-        let form = "destination=%2Fowa%2F&flags=4&username=CONTOSO%5Cjdoe&password=secret";
-        let reply = self.post("/owa/auth.owa", form).await?;
-        if reply.status != StatusCode::FOUND {
-            return Err(format!("login answered {}", reply.status));
-        }
-        Ok(())
-    }
-
-    async fn get(&mut self, path: &str) -> Result<Reply, String> {
-        let req = self.with_cookies(self.client.request("GET", path));
-        self.send(req.body(empty()).map_err(fail)?).await
-    }
-
-    async fn post(&mut self, path: &str, body: &'static str) -> Result<Reply, String> {
-        let req = self.with_cookies(self.client.request("POST", path));
-        self.send(req.body(full(body)).map_err(fail)?).await
-    }
-
-    fn with_cookies(&self, req: http::request::Builder) -> http::request::Builder {
-        if self.jar.is_empty() {
-            return req;
-        }
-        let pairs: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        req.header("cookie", pairs.join("; "))
-    }
-
-    async fn send(
-        &mut self,
-        req: http::Request<sluice_lab::client::Body>,
-    ) -> Result<Reply, String> {
-        let reply = self.client.send(req).await.map_err(fail)?;
-        for set in reply.headers.get_all("set-cookie") {
-            let Some((name, value)) = set
-                .to_str()
-                .ok()
-                .and_then(|s| s.split(';').next())
-                .and_then(|pair| pair.split_once('='))
-            else {
-                continue;
-            };
-            if value.is_empty() {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_string(), value.to_string());
-            }
-        }
-        Ok(reply)
-    }
 }

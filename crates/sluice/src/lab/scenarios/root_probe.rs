@@ -7,7 +7,7 @@ use sluice_lab::Client;
 use sluice_proxy::AccessLog;
 
 use super::{array, fail, shipped, Story, NOTICE, PROBE};
-use crate::lab::setup::{Lab, Setting};
+use crate::lab::setup::{Lab, Ports, Setting};
 
 const VERSIONS: [Version; 3] = [Version::V2016, Version::V2016, Version::V2013];
 
@@ -29,7 +29,7 @@ pub async fn run(story: &mut Story) -> Result<(), String> {
     );
     let lab = Lab::start(
         array(&VERSIONS)?,
-        (0, 0),
+        Ports::ANY,
         probe_on_root,
         AccessLog::disabled(),
     )
