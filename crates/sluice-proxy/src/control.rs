@@ -149,6 +149,8 @@ impl Control {
 
     /// Applies a new configuration: the difference only, atomically.
     pub fn apply(&self, config: Config) -> Result<Vec<String>, ControlError> {
+        // New sockets belong to the data plane's runtime, whichever thread asks.
+        let _runtime = self.runtime.enter();
         let mut plane = self.lock();
         let old = self.snapshot.load_full();
         match prepare(&mut plane, config, Some(&old)) {
@@ -226,15 +228,8 @@ impl Control {
             return Err(ControlError::BadWeight(weight));
         }
         let mut plane = self.lock();
-        let file_weight = plane
-            .file
-            .pools
-            .iter()
-            .filter(|p| p.name == pool)
-            .flat_map(|p| &p.servers)
-            .find(|s| s.name == server)
-            .map(|s| s.weight)
-            .ok_or_else(|| ControlError::NoSuchServer {
+        let file_weight =
+            weight_in(&plane.file, pool, server).ok_or_else(|| ControlError::NoSuchServer {
                 pool: Some(pool.to_string()),
                 server: server.to_string(),
             })?;
@@ -355,7 +350,7 @@ impl Control {
     }
 
     fn lock(&self) -> MutexGuard<'_, Plane> {
-        self.plane.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.plane)
     }
 
     fn commit(&self, plane: &mut Plane, prepared: Prepared) {
@@ -587,14 +582,18 @@ impl Plane {
     /// Forgets the runtime weights the running file has made stale.
     fn prune_weights(&mut self) {
         let file = &self.file;
-        self.weights.retain(|(pool, server), o| {
-            file.pools
-                .iter()
-                .filter(|p| &p.name == pool)
-                .flat_map(|p| &p.servers)
-                .any(|s| &s.name == server && s.weight == o.file_weight)
-        });
+        self.weights
+            .retain(|(pool, server), o| weight_in(file, pool, server) == Some(o.file_weight));
     }
+}
+
+/// The weight `config` gives `server` in `pool`, if it has such a server.
+fn weight_in(config: &Config, pool: &str, server: &str) -> Option<u32> {
+    let pool = config.pools.iter().find(|p| p.name == pool)?;
+    pool.servers
+        .iter()
+        .find(|s| s.name == server)
+        .map(|s| s.weight)
 }
 
 /// A server and the pool it is in.

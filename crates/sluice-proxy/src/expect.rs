@@ -21,6 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
+use crate::sync::lock;
 use crate::upstream::{BoxError, UpstreamBody};
 
 const WAITING: u8 = 0;
@@ -60,10 +61,6 @@ impl Shared {
             w.wake();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The request body as the server connection sees it: nothing until the gate opens.

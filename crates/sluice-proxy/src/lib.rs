@@ -26,6 +26,7 @@ mod server;
 mod state;
 mod status;
 mod stream;
+mod sync;
 pub mod tls;
 mod upstream;
 

@@ -209,7 +209,7 @@ impl PinSlot {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pinned>> {
-        self.pinned.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.pinned)
     }
 }
 

@@ -10,6 +10,7 @@ use sluice_config::Server;
 use sluice_health::ServerHealth;
 use tokio::sync::watch;
 
+use crate::sync::lock;
 use crate::upstream::IdlePool;
 
 /// What the operator wants of a server.
@@ -195,8 +196,4 @@ impl ServerRt {
                 .max_connections
                 .is_none_or(|max| self.live.active() < u64::from(max))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

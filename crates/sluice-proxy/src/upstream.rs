@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::server::CutSignal;
 use crate::stream::{ServerStream, Stream};
+use crate::sync::lock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every request body sent to a server has this type.
@@ -155,10 +156,6 @@ async fn safe_point_after_cut(cut: Option<CutSignal>, busy: &Mutex<Option<Instan
         }
         tokio::time::sleep(SAFE_POINT_POLL).await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Idle keep-alive connections to one server, most recently used last.
