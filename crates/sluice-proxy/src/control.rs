@@ -87,7 +87,7 @@ struct Prepared {
     snapshot: Arc<Snapshot>,
     cookie_key: hmac::Key,
     keep: Vec<Listener>,
-    start: Vec<(String, SocketAddr, Arc<TcpListener>)>,
+    start: Started,
     stop: Vec<Listener>,
 }
 
@@ -496,54 +496,53 @@ fn prepare(
         (Some(secret), true) => cookie_key(Some(secret)),
         _ => plane.cookie_key.clone(),
     };
-    let (keep, start, stop) = plan_listeners(&plane.listeners, &effective)?;
+    let (keep, start) = plan_listeners(&plane.listeners, &effective)?;
     let snapshot = Arc::new(Snapshot::build(Arc::new(effective), &key, old)?);
-    // Nothing failed: the listeners the plan keeps move out of the plane here.
-    let mut keep_listeners = Vec::new();
-    let mut stop_listeners = Vec::new();
-    for l in plane.listeners.drain(..) {
-        if keep.contains(&(l.service.clone(), l.configured)) {
-            keep_listeners.push(l);
-        } else if stop.contains(&(l.service.clone(), l.configured)) {
-            stop_listeners.push(l);
-        }
-    }
+    // Nothing failed: the listeners move out of the plane here, to stay or to stop.
+    let (keep, stop) = plane
+        .listeners
+        .drain(..)
+        .partition(|l| keep.contains(&l.key()));
     Ok(Prepared {
         file,
         snapshot,
         cookie_key: key,
-        keep: keep_listeners,
+        keep,
         start,
-        stop: stop_listeners,
+        stop,
     })
 }
 
 type ListenerKey = (String, SocketAddr);
-type ListenerPlan = (
-    Vec<ListenerKey>,
-    Vec<(String, SocketAddr, Arc<TcpListener>)>,
-    Vec<ListenerKey>,
-);
+type Started = Vec<(String, SocketAddr, Arc<TcpListener>)>;
 
-/// Which listeners stay, which start (bound here, or taken over from another service
-/// that had the same address) and which stop.
-fn plan_listeners(current: &[Listener], config: &Config) -> Result<ListenerPlan, StartError> {
+impl Listener {
+    fn key(&self) -> ListenerKey {
+        (self.service.clone(), self.configured)
+    }
+}
+
+/// Which listeners stay, and which start (bound here, or taken over from another
+/// service that had the same address); the others stop.
+fn plan_listeners(
+    current: &[Listener],
+    config: &Config,
+) -> Result<(Vec<ListenerKey>, Started), StartError> {
     let wanted: Vec<ListenerKey> = config
         .services
         .iter()
         .flat_map(|s| s.listen.iter().map(|a| (s.name.clone(), *a)))
         .collect();
-    let key = |l: &Listener| (l.service.clone(), l.configured);
     let keep: Vec<ListenerKey> = current
         .iter()
-        .map(key)
+        .map(Listener::key)
         .filter(|k| wanted.contains(k))
         .collect();
     let mut start = Vec::new();
     for (service, addr) in wanted.iter().filter(|k| !keep.contains(k)) {
         let taken_over = current
             .iter()
-            .find(|l| addr.port() != 0 && l.configured == *addr && !keep.contains(&key(l)));
+            .find(|l| addr.port() != 0 && l.configured == *addr && !keep.contains(&l.key()));
         let socket = match taken_over {
             Some(l) => l.socket.clone(),
             None => Arc::new(bind(*addr).map_err(|source| StartError::Listen {
@@ -554,12 +553,7 @@ fn plan_listeners(current: &[Listener], config: &Config) -> Result<ListenerPlan,
         };
         start.push((service.clone(), *addr, socket));
     }
-    let stop = current
-        .iter()
-        .map(key)
-        .filter(|k| !keep.contains(k))
-        .collect();
-    Ok((keep, start, stop))
+    Ok((keep, start))
 }
 
 impl Plane {
