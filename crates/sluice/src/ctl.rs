@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use sluice_lab::client::{full, BoxError};
+use sluice_lab::Client;
 
 #[derive(Args)]
 pub struct CtlArgs {
@@ -124,7 +123,7 @@ fn endpoint(args: &CtlArgs) -> Result<(SocketAddr, Option<String>), String> {
     Ok((addr, token))
 }
 
-fn request_of(action: &Action) -> (http::Method, String, Option<Value>) {
+fn request_of(action: &Action) -> (&'static str, String, Option<Value>) {
     let state = |s: &StateArgs, name: &str| {
         let path = match &s.pool {
             Some(pool) => format!("/api/v1/pools/{pool}/servers/{}/state", s.server),
@@ -134,10 +133,10 @@ fn request_of(action: &Action) -> (http::Method, String, Option<Value>) {
             Some(t) => json!({ "state": name, "timeout": t }),
             None => json!({ "state": name }),
         };
-        (http::Method::POST, path, Some(body))
+        ("POST", path, Some(body))
     };
     match action {
-        Action::Status => (http::Method::GET, "/api/v1/status".into(), None),
+        Action::Status => ("GET", "/api/v1/status".into(), None),
         Action::Drain(s) => state(s, "drain"),
         Action::Ready(s) => state(s, "ready"),
         Action::Maint(s) => state(s, "maint"),
@@ -146,40 +145,32 @@ fn request_of(action: &Action) -> (http::Method, String, Option<Value>) {
             server,
             weight,
         } => (
-            http::Method::POST,
+            "POST",
             format!("/api/v1/pools/{pool}/servers/{server}/weight"),
             Some(json!({ "weight": weight })),
         ),
-        Action::Reload => (http::Method::POST, "/api/v1/reload".into(), None),
+        Action::Reload => ("POST", "/api/v1/reload".into(), None),
     }
 }
 
 async fn call(
     admin: SocketAddr,
-    method: http::Method,
+    method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
-) -> Result<(http::StatusCode, Value), Box<dyn std::error::Error + Send + Sync>> {
-    let tcp = tokio::net::TcpStream::connect(admin).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, admin.to_string())
+) -> Result<(http::StatusCode, Value), BoxError> {
+    let mut client = Client::connect(admin).await?;
+    let mut req = client
+        .request(method, path)
         .header(http::header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let response = sender
-        .send_request(req.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok((status, value))
+    let reply = client.send(req.body(full(body))?).await?;
+    let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    Ok((reply.status, value))
 }
 
 fn describe_error(value: &Value) -> String {
