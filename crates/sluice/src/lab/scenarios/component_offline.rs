@@ -104,7 +104,8 @@ fn activesync(c: &Client) -> Request<Body> {
     .expect("a valid request")
 }
 
-fn ews(c: &Client) -> Request<Body> {
+/// An EWS `GetFolder` with a (stand-in) Negotiate token.
+pub(super) fn ews(c: &Client) -> Request<Body> {
     c.request("POST", "/EWS/Exchange.asmx")
         .header("authorization", "Negotiate jdoe")
         .body(full(sluice_emulator::ews::get_folder_request()))

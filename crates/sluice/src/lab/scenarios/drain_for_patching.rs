@@ -13,7 +13,7 @@ use sluice_lab::client::full;
 use sluice_lab::Client;
 
 use super::owa_browser::Browser;
-use super::{array, fail, shipped, Story, NOTICE};
+use super::{array, component_offline, fail, shipped, Story, NOTICE};
 use crate::lab::setup::Lab;
 
 const NEW_USERS: usize = 12;
@@ -154,11 +154,7 @@ async fn ews_servers(lab: &Lab) -> Result<BTreeSet<String>, String> {
     let mut servers = BTreeSet::new();
     for _ in 0..NEW_USERS {
         let mut client = lab.client().await.map_err(fail)?;
-        let req = client
-            .request("POST", "/EWS/Exchange.asmx")
-            .header("authorization", "Negotiate jdoe")
-            .body(full(sluice_emulator::ews::get_folder_request()))
-            .map_err(fail)?;
+        let req = component_offline::ews(&client);
         let reply = client.send(req).await.map_err(fail)?;
         servers.insert(reply.header("x-feserver").unwrap_or("?").to_string());
     }
