@@ -1,16 +1,17 @@
 //! The `sluice` binary itself: `check`, `run`, graceful stop on SIGTERM, and memory that
 //! stays flat while 256 MiB stream through it each way.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use sluice_lab::{client::empty, Backend, Client};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod support;
+
+use support::{Sluice, BIN};
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("sluice.toml");
@@ -24,79 +25,6 @@ fn config_for(backend: SocketAddr) -> String {
          [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n\
          [[pool]]\nname = \"p\"\nservers = [{{ name = \"cas1\", address = \"{backend}\" }}]\n"
     )
-}
-
-/// A running `sluice run` and the address it reported.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sluice starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let token = addr.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(token.parse::<SocketAddr>().expect("an address"));
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("sluice reports its address");
-        Running { child, addr }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// Kilobytes of (`VmRSS`, `VmHWM`) from /proc.
-    fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap()
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -162,8 +90,9 @@ fn run_refuses_an_invalid_file_with_its_errors() {
 async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let backend = Backend::start("cas1").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut sluice = Running::start(&write_config(dir.path(), &config_for(backend.addr)));
-    let mut client = Client::connect(sluice.addr).await.unwrap();
+    let mut sluice = Sluice::run(&write_config(dir.path(), &config_for(backend.addr)));
+    let addr = sluice.listening();
+    let mut client = Client::connect(addr).await.unwrap();
     let req = client
         .request("GET", "/chunks?n=3&ms=400")
         .body(empty())
@@ -181,7 +110,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
         .expect("sluice exits");
     assert_eq!(status.code(), Some(0));
     assert!(
-        Client::connect(sluice.addr).await.is_err(),
+        Client::connect(addr).await.is_err(),
         "still accepting after exit"
     );
 }
@@ -192,8 +121,8 @@ const BIG: u64 = 256 << 20;
 async fn a_256_mib_upload_and_download_stream_with_flat_memory() {
     let backend = Backend::start("cas1").await;
     let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(&write_config(dir.path(), &config_for(backend.addr)));
-    let mut client = Client::connect(sluice.addr).await.unwrap();
+    let sluice = Sluice::run(&write_config(dir.path(), &config_for(backend.addr)));
+    let mut client = Client::connect(sluice.listening()).await.unwrap();
     client.get("/").await.unwrap();
     let (rss_before, _) = sluice.memory_kib();
 
@@ -317,11 +246,11 @@ async fn two_sluice_processes_hash_every_key_to_the_same_server() {
         list.join(", ")
     );
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = Running::start(&write_config(one.path(), &config));
-    let second = Running::start(&write_config(two.path(), &config));
+    let first = Sluice::run(&write_config(one.path(), &config));
+    let second = Sluice::run(&write_config(two.path(), &config));
     let keys: Vec<String> = (0..200).map(|i| format!("user{i}@contoso.lab")).collect();
-    let by_first = hashed(first.addr, &keys).await;
-    assert_eq!(by_first, hashed(second.addr, &keys).await);
+    let by_first = hashed(first.listening(), &keys).await;
+    assert_eq!(by_first, hashed(second.listening(), &keys).await);
     let used: std::collections::BTreeSet<&String> = by_first.iter().collect();
     assert_eq!(used.len(), 4, "the keys spread over every server");
 }

@@ -11,7 +11,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use sluice_lab::Client;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+mod support;
+
+use support::{wait_exit, BIN};
 
 /// A scenario runs in seconds; this bounds a hung one.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
@@ -28,19 +30,6 @@ fn scenario(name: &str) -> (Option<i32>, String) {
         .unwrap_or_else(|| panic!("scenario {name} still running after {SCENARIO_LIMIT:?}"));
     let out: Vec<String> = lines.try_iter().collect();
     (status.code(), out.join("\n"))
-}
-
-/// The child's exit status, or `None` (and the child killed) if it runs past `limit`.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
 }
 
 fn read_lines(child: &mut Child) -> Receiver<String> {

@@ -1,5 +1,6 @@
-//! A `sluice run` process for tests: its standard error collected line by line, so a
-//! test can wait for what it reports (addresses, log lines) with a bound.
+//! `sluice` processes for tests: `sluice run` with its standard error collected line by
+//! line, so a test can wait for what it reports (addresses, log lines) with a bound, and
+//! a bounded wait for any child to exit.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,7 @@ pub mod webdriver;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,9 +79,36 @@ impl Sluice {
         self.lines.lock().unwrap().clone()
     }
 
+    /// Where `sluice run` listens (its first listener).
+    pub fn listening(&self) -> SocketAddr {
+        self.logged_addr("listening on ")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Kilobytes of (`VmRSS`, `VmHWM`) from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, limit)
     }
 }
 
@@ -89,6 +117,19 @@ impl Drop for Sluice {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The child's exit status, or `None` (and the child killed) if it runs past `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
 }
 
 /// `sluice ctl ARGS...`: (exit code, stdout, stderr).
