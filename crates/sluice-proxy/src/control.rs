@@ -489,9 +489,10 @@ fn prepare(
     old: Option<&Snapshot>,
 ) -> Result<Prepared, StartError> {
     let effective = plane.effective(&file);
+    // The plane starts with the first file's key. A random one (no secret configured) is
+    // kept: a reload must not log everyone out.
     let secret_changed =
-        old.is_none_or(|o| o.config.global.persistence_secret != file.global.persistence_secret);
-    // A random key (no secret configured) is kept: a reload must not log everyone out.
+        old.is_some_and(|o| o.config.global.persistence_secret != file.global.persistence_secret);
     let key = match (&file.global.persistence_secret, secret_changed) {
         (Some(secret), true) => cookie_key(Some(secret)),
         _ => plane.cookie_key.clone(),
