@@ -41,11 +41,11 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
         .get("pool")
         .map(|f| f.tables(&mut r))
         .unwrap_or_default();
-    let (pools, pool_names) = pool::parse_all(pool_tables, &mut r, base_dir);
-    let pool_index: HashMap<&str, usize> = pool_names
+    let pools = pool::parse_all(pool_tables, &mut r, base_dir);
+    let pool_index: service::PoolIndex = pools
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.name.as_str(), i))
+        .map(|(i, p)| (p.name.as_str(), (i, p)))
         .collect();
     let service_tables = match root.get("service") {
         Some(f) => f.tables(&mut r),
@@ -55,6 +55,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
         }
     };
     let services = service::parse_all(service_tables, &mut r, base_dir, &pool_index);
+    drop(pool_index);
     root.finish(&mut r);
     if r.errors.is_empty() {
         Ok(Config {

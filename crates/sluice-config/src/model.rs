@@ -86,7 +86,11 @@ impl std::fmt::Debug for AdminToken {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Layer 7: HTTP requests, routed, rewritten and relayed one by one.
     Http,
+    /// Layer 4: each connection is relayed byte for byte to one server; routes may look
+    /// at the TLS server name (SNI) without decrypting.
+    Tcp,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,10 @@ pub struct Service {
     /// Applied in order to every request before routing.
     pub rules: Vec<Rule>,
     pub limits: Limits,
+    /// Open client connections beyond this are closed as soon as they are accepted.
+    pub max_connections: Option<u32>,
+    /// `mode = "tcp"`: relay with Linux `splice` (zero-copy) where the system has it.
+    pub splice: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +150,10 @@ pub struct ServiceTimeouts {
     /// With `Expect: 100-continue` forwarded: how long to wait for the server's 100
     /// before sending the body anyway.
     pub expect_continue: Duration,
+    /// `mode = "tcp"`: a connection with no byte either way for this long is closed.
+    pub idle: Duration,
+    /// `mode = "tcp"` with SNI routes: how long to wait for the TLS ClientHello.
+    pub client_hello: Duration,
 }
 
 impl Default for ServiceTimeouts {
@@ -151,6 +163,9 @@ impl Default for ServiceTimeouts {
             request_header: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(10),
             expect_continue: Duration::from_secs(2),
+            // An IMAP IDLE client refreshes within 29 minutes (RFC 9051).
+            idle: Duration::from_secs(3600),
+            client_hello: Duration::from_secs(5),
         }
     }
 }
@@ -217,6 +232,9 @@ pub enum Condition {
     PathRegex(Regex),
     /// Host without port; a leading `*.` matches any subdomain.
     Host(String),
+    /// `mode = "tcp"`: the server name of the TLS ClientHello is one of these (lower
+    /// case; a leading `*.` matches any subdomain).
+    Sni(Vec<String>),
     /// Header present (value `None`) or equal to the value.
     Header {
         name: String,
@@ -396,6 +414,17 @@ pub struct Pool {
     /// After this long draining, a server's remaining connections are closed at the next
     /// safe point; `None` waits for them to end by themselves.
     pub drain_timeout: Option<Duration>,
+    /// Announce each client's address with the PROXY protocol (tcp services only).
+    pub send_proxy: Option<ProxyProtocol>,
+}
+
+/// The PROXY protocol version a pool's servers expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// The text header, `PROXY TCP4 ...\r\n`.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,6 +455,8 @@ impl Default for PoolTimeouts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub probe: Probe,
+    /// Whether the check speaks TLS, and how.
+    pub tls: CheckTls,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
@@ -434,8 +465,31 @@ pub struct HealthCheck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
+    /// The connection (and TLS handshake, if any) succeeds.
     Tcp,
     Http(HttpProbe),
+    /// Lines sent and answers expected, e.g. an SMTP banner and EHLO.
+    Dialogue(Vec<Step>),
+}
+
+/// How a health check reaches the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckTls {
+    /// As the pool's traffic does: TLS with its verification when it has `[pool.tls]`.
+    AsPool,
+    /// Plain TCP.
+    Off,
+    /// A TLS handshake that checks the server completes it, not who it is (the pool
+    /// passes TLS through; its clients check the certificate end to end).
+    Handshake { sni: Option<String> },
+}
+
+/// One step of a dialogue: send a line (if any), then read one reply and require it to
+/// start with `expect` (if given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub send: Option<String>,
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,11 +8,7 @@ use crate::document::{report_duplicates, resolve, Named};
 use crate::model::*;
 use crate::reader::{Field, Report, Table};
 
-pub(crate) fn parse_all(
-    tables: Vec<Table>,
-    r: &mut Report,
-    base: &Path,
-) -> (Vec<Pool>, Vec<Named>) {
+pub(crate) fn parse_all(tables: Vec<Table>, r: &mut Report, base: &Path) -> Vec<Pool> {
     let mut names = Vec::new();
     let pools = tables
         .into_iter()
@@ -23,15 +19,15 @@ pub(crate) fn parse_all(
         })
         .collect();
     report_duplicates(&names, "pool name", r);
-    (pools, names)
+    pools
 }
 
 fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>) {
     let name = named(&mut t, r);
     let algorithm = parse_algorithm(&mut t, r);
     let servers = parse_servers(&mut t, r);
-    let health = t.section(r, "health", parse_health);
     let tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
+    let health = t.section(r, "health", |h, r| parse_health(h, r, tls.is_some()));
     let timeouts = t.section(r, "timeouts", parse_timeouts).unwrap_or_default();
     let retries = t
         .get("retries")
@@ -46,6 +42,9 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
     let persistence = t.section(r, "persistence", crate::persistence::parse);
     let slow_start = t.get("slow_start").and_then(|f| f.positive_duration(r));
     let drain_timeout = t.get("drain_timeout").and_then(|f| f.positive_duration(r));
+    let send_proxy = t
+        .get("send_proxy")
+        .and_then(|f| f.choice(r, &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)]));
     t.finish(r);
     let pool = Pool {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
@@ -61,6 +60,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         persistence,
         slow_start,
         drain_timeout,
+        send_proxy,
     };
     (pool, name)
 }
@@ -164,18 +164,36 @@ pub(crate) fn socket_addr(f: &Field, r: &mut Report) -> Option<SocketAddr> {
     }
 }
 
-fn parse_health(mut t: Table, r: &mut Report) -> HealthCheck {
+/// What `kind` names: a probe, or a mail protocol's greeting dialogue.
+#[derive(Clone, Copy)]
+enum CheckKind {
+    Tcp,
+    Http,
+    Smtp,
+    Imap,
+    Pop,
+}
+
+fn parse_health(mut t: Table, r: &mut Report, pool_tls: bool) -> HealthCheck {
     let kind = t
         .get("kind")
-        .and_then(|f| f.choice(r, &[("http", true), ("tcp", false)]))
-        .unwrap_or(true);
-    let probe = if kind {
-        Probe::Http(parse_http_probe(&mut t, r))
-    } else {
-        Probe::Tcp
-    };
+        .and_then(|f| {
+            f.choice(
+                r,
+                &[
+                    ("http", CheckKind::Http),
+                    ("tcp", CheckKind::Tcp),
+                    ("smtp", CheckKind::Smtp),
+                    ("imap", CheckKind::Imap),
+                    ("pop", CheckKind::Pop),
+                ],
+            )
+        })
+        .unwrap_or(CheckKind::Http);
+    let probe = parse_probe(&mut t, r, kind);
     let check = HealthCheck {
         probe,
+        tls: parse_check_tls(&mut t, r, pool_tls),
         interval: t.duration_or(r, "interval", Duration::from_secs(5)),
         timeout: t.duration_or(r, "timeout", Duration::from_secs(2)),
         rise: t.get("rise").and_then(|f| f.int_in(r, 1, 100)).unwrap_or(2) as u32,
@@ -183,6 +201,106 @@ fn parse_health(mut t: Table, r: &mut Report) -> HealthCheck {
     };
     t.finish(r);
     check
+}
+
+fn parse_probe(t: &mut Table, r: &mut Report, kind: CheckKind) -> Probe {
+    let ehlo = t.get("ehlo");
+    let dialogue = t.get("dialogue");
+    if let (Some(f), false) = (&ehlo, matches!(kind, CheckKind::Smtp)) {
+        f.fail(r, "applies to kind = \"smtp\"");
+    }
+    if let (Some(f), false) = (&dialogue, matches!(kind, CheckKind::Tcp)) {
+        f.fail(
+            r,
+            "applies to kind = \"tcp\" (smtp, imap and pop have their own)",
+        );
+    }
+    let line = |s: &str| Some(format!("{s}\r\n"));
+    let step = |send: Option<String>, expect: Option<&str>| Step {
+        send,
+        expect: expect.map(str::to_string),
+    };
+    match kind {
+        CheckKind::Http => Probe::Http(parse_http_probe(t, r)),
+        CheckKind::Tcp => match dialogue {
+            Some(f) => Probe::Dialogue(parse_dialogue(&f, r)),
+            None => Probe::Tcp,
+        },
+        CheckKind::Smtp => {
+            let name = ehlo.and_then(|f| f.non_empty_str(r)).unwrap_or("sluice");
+            Probe::Dialogue(vec![
+                step(None, Some("220")),
+                step(line(&format!("EHLO {name}")), Some("250")),
+                step(line("QUIT"), None),
+            ])
+        }
+        CheckKind::Imap => Probe::Dialogue(vec![
+            step(None, Some("* OK")),
+            step(line("a1 LOGOUT"), None),
+        ]),
+        CheckKind::Pop => Probe::Dialogue(vec![step(None, Some("+OK")), step(line("QUIT"), None)]),
+    }
+}
+
+/// `dialogue = [{ expect = "220" }, { send = "EHLO x\r\n", expect = "250" }]`.
+fn parse_dialogue(f: &Field, r: &mut Report) -> Vec<Step> {
+    let steps: Vec<Step> = f
+        .tables(r)
+        .into_iter()
+        .filter_map(|mut st| {
+            let send = st
+                .get("send")
+                .and_then(|f| f.non_empty_str(r))
+                .map(str::to_string);
+            let expect = st
+                .get("expect")
+                .and_then(|f| f.non_empty_str(r))
+                .map(str::to_string);
+            let (span, path) = (st.span.clone(), st.path.clone());
+            st.finish(r);
+            if send.is_none() && expect.is_none() {
+                r.error(&span, &path, "give send, expect or both");
+                return None;
+            }
+            Some(Step { send, expect })
+        })
+        .collect();
+    if steps.is_empty() && f.value.get_ref().is_array() {
+        f.fail(r, "list at least one step");
+    }
+    steps
+}
+
+/// `tls` and `sni`: by default a check goes the way the pool's traffic goes.
+fn parse_check_tls(t: &mut Table, r: &mut Report, pool_tls: bool) -> CheckTls {
+    let tls = t.get("tls").and_then(|f| f.bool(r));
+    let sni = t.get("sni");
+    let name = sni
+        .as_ref()
+        .and_then(|f| f.non_empty_str(r))
+        .map(str::to_string);
+    match (tls, pool_tls) {
+        (Some(false), _) | (None, false) => {
+            if let Some(f) = sni {
+                f.fail(r, "applies with tls = true");
+            }
+            if tls.is_none() {
+                CheckTls::AsPool
+            } else {
+                CheckTls::Off
+            }
+        }
+        (_, true) => {
+            if let Some(f) = sni {
+                f.fail(
+                    r,
+                    "the pool re-encrypts: its [pool.tls] sni applies to checks too",
+                );
+            }
+            CheckTls::AsPool
+        }
+        (Some(true), false) => CheckTls::Handshake { sni: name },
+    }
 }
 
 fn parse_http_probe(t: &mut Table, r: &mut Report) -> HttpProbe {

@@ -6,12 +6,69 @@ use regex::RegexBuilder;
 use crate::model::*;
 use crate::reader::{Field, Report, Table};
 
-/// The keys a condition table may hold, for the "give at least one" message.
-const CONDITION_KEYS: &str =
-    "path, path_prefix, path_suffix, path_regex, host, header, method, source, not, any";
+/// What a condition can look at: an HTTP request, or (layer 4) only the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Http,
+    Tcp,
+}
+
+/// The condition keys that read an HTTP request.
+const HTTP_KEYS: [&str; 7] = [
+    "path",
+    "path_prefix",
+    "path_suffix",
+    "path_regex",
+    "host",
+    "header",
+    "method",
+];
 
 /// A table of conditions that must all hold; an empty table is reported.
-pub(crate) fn parse_conditions(mut t: Table, r: &mut Report) -> Vec<Condition> {
+pub(crate) fn parse_conditions(mut t: Table, r: &mut Report, scope: Scope) -> Vec<Condition> {
+    let mut conditions = match scope {
+        Scope::Http => {
+            refuse(
+                &mut t,
+                r,
+                &["sni"],
+                "applies to mode = \"tcp\" services; match the Host header with host",
+            );
+            parse_http_conditions(&mut t, r)
+        }
+        Scope::Tcp => {
+            refuse(&mut t, r, &HTTP_KEYS, "reads HTTP requests; a tcp service sees only the client's address (source) and the TLS server name (sni)");
+            t.get("sni")
+                .map(|f| vec![Condition::Sni(server_names(&f, r))])
+                .unwrap_or_default()
+        }
+    };
+    if let Some(f) = t.get("source") {
+        conditions.push(Condition::Source(networks(&f, r)));
+    }
+    if let Some(inner) = t.get("not").and_then(|f| f.table(r)) {
+        conditions.push(Condition::Not(parse_conditions(inner, r, scope)));
+    }
+    if let Some(f) = t.get("any") {
+        let groups = f
+            .tables(r)
+            .into_iter()
+            .map(|g| parse_conditions(g, r, scope));
+        conditions.push(Condition::Any(groups.collect()));
+    }
+    if conditions.is_empty() && r.errors.is_empty() {
+        let keys = match scope {
+            Scope::Http => format!("{}, source, not, any", HTTP_KEYS.join(", ")),
+            Scope::Tcp => "sni, source, not, any".to_string(),
+        };
+        let path = t.path.clone();
+        r.error(&t.span, &path, format!("give at least one of {keys}"));
+    }
+    t.finish(r);
+    conditions
+}
+
+fn parse_http_conditions(t: &mut Table, r: &mut Report) -> Vec<Condition> {
     let mut conditions = Vec::new();
     let path = |f: Field, r: &mut Report| {
         let p = f.non_empty_str(r)?;
@@ -41,26 +98,36 @@ pub(crate) fn parse_conditions(mut t: Table, r: &mut Report) -> Vec<Condition> {
     if let Some(f) = t.get("method") {
         conditions.push(Condition::Method(methods(&f, r)));
     }
-    if let Some(f) = t.get("source") {
-        conditions.push(Condition::Source(networks(&f, r)));
-    }
-    if let Some(inner) = t.get("not").and_then(|f| f.table(r)) {
-        conditions.push(Condition::Not(parse_conditions(inner, r)));
-    }
-    if let Some(f) = t.get("any") {
-        let groups = f.tables(r).into_iter().map(|g| parse_conditions(g, r));
-        conditions.push(Condition::Any(groups.collect()));
-    }
-    if conditions.is_empty() && r.errors.is_empty() {
-        let path = t.path.clone();
-        r.error(
-            &t.span,
-            &path,
-            format!("give at least one of {CONDITION_KEYS}"),
-        );
-    }
-    t.finish(r);
     conditions
+}
+
+/// Reports each of `keys` present in the table as not applying here, with `why`.
+pub(crate) fn refuse(t: &mut Table, r: &mut Report, keys: &[&'static str], why: &str) {
+    for key in keys {
+        if let Some(f) = t.get(key) {
+            f.fail(r, why);
+        }
+    }
+}
+
+/// `"mail.example.com"`, `"*.example.com"` or a list of them, lower-cased.
+fn server_names(f: &Field, r: &mut Report) -> Vec<String> {
+    f.one_or_many(r, "server name")
+        .into_iter()
+        .filter_map(|field| {
+            let name = field.non_empty_str(r)?.to_ascii_lowercase();
+            let labels = name.strip_prefix("*.").unwrap_or(&name);
+            let valid = labels.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+            if valid {
+                Some(name)
+            } else {
+                field.fail(r, format!("\"{name}\" is not a server name; write \"mail.example.com\" or \"*.example.com\""));
+                None
+            }
+        })
+        .collect()
 }
 
 fn parse_header_match(mut t: Table, r: &mut Report) -> Option<Condition> {
@@ -177,7 +244,7 @@ fn parse_rule(mut t: Table, r: &mut Report) -> Option<Rule> {
     let conditions = t
         .get("when")
         .and_then(|f| f.table(r))
-        .map(|w| parse_conditions(w, r))
+        .map(|w| parse_conditions(w, r, Scope::Http))
         .unwrap_or_default();
     let mut actions = Vec::new();
     for key in ACTIONS {

@@ -8,9 +8,13 @@ use crate::document::{report_duplicates, Named};
 use crate::model::*;
 use crate::pool::{existing_file, named, socket_addr};
 use crate::reader::{Field, Report, Table};
-use crate::rules::{parse_conditions, parse_rules, size};
+use crate::rules::{parse_conditions, parse_rules, refuse, size, Scope};
 
-type PoolIndex<'n> = HashMap<&'n str, usize>;
+/// The pools by name, with their position.
+pub(crate) type PoolIndex<'n> = HashMap<&'n str, (usize, &'n Pool)>;
+
+/// Service keys that only an HTTP service reads.
+const HTTP_ONLY: [&str; 6] = ["tls", "x_forwarded", "sorry", "rule", "max_body", "expect"];
 
 pub(crate) fn parse_all(
     tables: Vec<Table>,
@@ -44,50 +48,73 @@ fn parse_service(
     let (listen, listen_names) = parse_listen(&mut t, r);
     let mode = t
         .get("mode")
-        .and_then(|f| f.choice(r, &[("http", Mode::Http)]))
+        .and_then(|f| f.choice(r, &[("http", Mode::Http), ("tcp", Mode::Tcp)]))
         .unwrap_or(Mode::Http);
-    let default_pool = t.get("default_pool").and_then(|f| pool_ref(&f, r, pools));
-    let tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
-    let timeouts = t.section(r, "timeouts", parse_timeouts).unwrap_or_default();
-    let routes = parse_routes(&mut t, r, pools);
-    let x_forwarded = t.get("x_forwarded").and_then(|f| f.bool(r)).unwrap_or(true);
-    let sorry = t
-        .section(r, "sorry", |h, r| parse_sorry(h, r, base))
+    let default_pool = t
+        .get("default_pool")
+        .and_then(|f| pool_ref(&f, r, pools, mode));
+    let timeouts = t
+        .section(r, "timeouts", |h, r| parse_timeouts(h, r, mode))
         .unwrap_or_default();
-    let rules = t.get("rule").map(|f| parse_rules(f, r)).unwrap_or_default();
-    let max_body = t.get("max_body").and_then(|f| size(&f, r));
-    let expect = t
-        .get("expect")
-        .and_then(|f| {
-            f.choice(
-                r,
-                &[
-                    ("forward", ExpectMode::Forward),
-                    ("answer", ExpectMode::Answer),
-                ],
-            )
-        })
-        .unwrap_or(ExpectMode::Forward);
-    t.finish(r);
-    let service = Service {
+    let routes = parse_routes(&mut t, r, pools, mode);
+    let max_connections = t
+        .get("max_connections")
+        .and_then(|f| f.int_in(r, 1, 10_000_000))
+        .map(|n| n as u32);
+    let mut service = Service {
         name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
         listen,
         mode,
         default_pool,
-        tls,
+        tls: None,
         timeouts: timeouts.clone(),
         routes,
-        x_forwarded,
-        sorry,
-        expect,
-        rules,
+        x_forwarded: true,
+        sorry: Sorry::default(),
+        expect: ExpectMode::Forward,
+        rules: Vec::new(),
         limits: Limits {
             client_idle: Some(timeouts.client_idle),
             server: None,
-            max_body,
+            max_body: None,
         },
+        max_connections,
+        splice: true,
     };
+    match mode {
+        Mode::Http => {
+            refuse(&mut t, r, &["splice"], "applies to mode = \"tcp\" services");
+            http_settings(&mut t, r, base, &mut service);
+        }
+        Mode::Tcp => {
+            refuse(&mut t, r, &HTTP_ONLY, "applies to mode = \"http\" services; a tcp service relays bytes untouched (TLS included)");
+            service.splice = t.get("splice").and_then(|f| f.bool(r)).unwrap_or(true);
+        }
+    }
+    t.finish(r);
     (service, name, listen_names)
+}
+
+/// The keys of an HTTP service: TLS termination, headers, sorry page, rules, limits.
+fn http_settings(t: &mut Table, r: &mut Report, base: &Path, service: &mut Service) {
+    service.tls = t.section(r, "tls", |h, r| parse_tls(h, r, base));
+    service.x_forwarded = t.get("x_forwarded").and_then(|f| f.bool(r)).unwrap_or(true);
+    if let Some(sorry) = t.section(r, "sorry", |h, r| parse_sorry(h, r, base)) {
+        service.sorry = sorry;
+    }
+    service.rules = t.get("rule").map(|f| parse_rules(f, r)).unwrap_or_default();
+    service.limits.max_body = t.get("max_body").and_then(|f| size(&f, r));
+    if let Some(expect) = t.get("expect").and_then(|f| {
+        f.choice(
+            r,
+            &[
+                ("forward", ExpectMode::Forward),
+                ("answer", ExpectMode::Answer),
+            ],
+        )
+    }) {
+        service.expect = expect;
+    }
 }
 
 /// `listen` as one address or a list of them.
@@ -114,13 +141,32 @@ fn parse_listen(t: &mut Table, r: &mut Report) -> (Vec<SocketAddr>, Vec<Named>) 
     (addrs, names)
 }
 
-fn pool_ref(f: &Field, r: &mut Report, pools: &PoolIndex) -> Option<usize> {
+fn pool_ref(f: &Field, r: &mut Report, pools: &PoolIndex, mode: Mode) -> Option<usize> {
     let name = f.non_empty_str(r)?;
-    let idx = pools.get(name).copied();
-    if idx.is_none() {
+    let Some(&(index, pool)) = pools.get(name) else {
         f.fail(r, format!("no pool named \"{name}\""));
+        return None;
+    };
+    if let Some(why) = unfit(pool, mode) {
+        f.fail(r, format!("pool \"{name}\" {why}"));
     }
-    idx
+    Some(index)
+}
+
+/// Why `pool` cannot serve a service of this mode, if it cannot.
+fn unfit(pool: &Pool, mode: Mode) -> Option<&'static str> {
+    match mode {
+        Mode::Http if pool.send_proxy.is_some() => Some("sends the PROXY protocol (send_proxy), which only tcp services do"),
+        Mode::Http => None,
+        Mode::Tcp if pool.tls.is_some() => Some("re-encrypts ([pool.tls]); a tcp service relays bytes untouched, so it cannot (a TLS health check is [pool.health] tls = true)"),
+        Mode::Tcp => {
+            let reads_http = matches!(
+                pool.persistence.as_ref().map(|p| &p.kind),
+                Some(PersistenceKind::Cookie(_) | PersistenceKind::Header(_))
+            ) || matches!(pool.algorithm, Algorithm::Hash(HashOn::Header(_)));
+            reads_http.then_some("persists or hashes by a cookie or header, which a tcp service cannot read; use source persistence or hash_on = \"source\"")
+        }
+    }
 }
 
 fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
@@ -150,13 +196,40 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
     }
 }
 
-fn parse_timeouts(mut t: Table, r: &mut Report) -> ServiceTimeouts {
+/// The timeouts of each mode; the other mode's keys are reported.
+fn parse_timeouts(mut t: Table, r: &mut Report, mode: Mode) -> ServiceTimeouts {
+    const HTTP: [&str; 4] = [
+        "client_idle",
+        "request_header",
+        "tls_handshake",
+        "expect_continue",
+    ];
+    const TCP: [&str; 2] = ["idle", "client_hello"];
     let d = ServiceTimeouts::default();
-    let timeouts = ServiceTimeouts {
-        client_idle: t.duration_or(r, "client_idle", d.client_idle),
-        request_header: t.duration_or(r, "request_header", d.request_header),
-        tls_handshake: t.duration_or(r, "tls_handshake", d.tls_handshake),
-        expect_continue: t.duration_or(r, "expect_continue", d.expect_continue),
+    let timeouts = match mode {
+        Mode::Http => {
+            refuse(&mut t, r, &TCP, "applies to mode = \"tcp\" services");
+            ServiceTimeouts {
+                client_idle: t.duration_or(r, "client_idle", d.client_idle),
+                request_header: t.duration_or(r, "request_header", d.request_header),
+                tls_handshake: t.duration_or(r, "tls_handshake", d.tls_handshake),
+                expect_continue: t.duration_or(r, "expect_continue", d.expect_continue),
+                ..d
+            }
+        }
+        Mode::Tcp => {
+            refuse(
+                &mut t,
+                r,
+                &HTTP,
+                "applies to mode = \"http\" services; a tcp service has idle and client_hello",
+            );
+            ServiceTimeouts {
+                idle: t.duration_or(r, "idle", d.idle),
+                client_hello: t.duration_or(r, "client_hello", d.client_hello),
+                ..d
+            }
+        }
     };
     t.finish(r);
     timeouts
@@ -207,9 +280,13 @@ fn parse_route_timeouts(mut t: Table, r: &mut Report) -> Limits {
     limits
 }
 
-fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> {
+fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex, mode: Mode) -> Vec<Route> {
     let Some(f) = t.get("route") else {
         return Vec::new();
+    };
+    let scope = match mode {
+        Mode::Http => Scope::Http,
+        Mode::Tcp => Scope::Tcp,
     };
     let mut names = Vec::new();
     let routes = f
@@ -220,25 +297,37 @@ fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex) -> Vec<Route> 
             let conditions = rt
                 .require(r, "match")
                 .and_then(|f| f.table(r))
-                .map(|m| parse_conditions(m, r))
+                .map(|m| parse_conditions(m, r, scope))
                 .unwrap_or_default();
-            let pool = rt.require(r, "pool").and_then(|f| pool_ref(&f, r, pools));
-            let rules = rt
-                .get("rule")
-                .map(|f| parse_rules(f, r))
-                .unwrap_or_default();
-            let mut limits = rt
-                .section(r, "timeouts", parse_route_timeouts)
-                .unwrap_or_default();
-            limits.max_body = rt.get("max_body").and_then(|f| size(&f, r));
-            rt.finish(r);
-            let route = Route {
+            let pool = rt
+                .require(r, "pool")
+                .and_then(|f| pool_ref(&f, r, pools, mode));
+            let mut route = Route {
                 name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
                 conditions,
                 pool: pool.unwrap_or(0),
-                rules,
-                limits,
+                rules: Vec::new(),
+                limits: Limits::default(),
             };
+            match mode {
+                Mode::Http => {
+                    route.rules = rt
+                        .get("rule")
+                        .map(|f| parse_rules(f, r))
+                        .unwrap_or_default();
+                    route.limits = rt
+                        .section(r, "timeouts", parse_route_timeouts)
+                        .unwrap_or_default();
+                    route.limits.max_body = rt.get("max_body").and_then(|f| size(&f, r));
+                }
+                Mode::Tcp => refuse(
+                    &mut rt,
+                    r,
+                    &["rule", "timeouts", "max_body"],
+                    "applies to mode = \"http\" services",
+                ),
+            }
+            rt.finish(r);
             names.extend(name);
             route
         })

@@ -116,6 +116,8 @@ pub struct Record {
     pub method: String,
     pub uri: String,
     pub proto: &'static str,
+    /// The TLS server name the client asked for, where sluice read it.
+    pub sni: Option<String>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -137,6 +139,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// A connection of a tcp service rather than an HTTP request.
+    pub fn is_layer4(&self) -> bool {
+        matches!(self.proto, "TCP" | "TLS")
+    }
+
     pub fn to_line(&self) -> String {
         let mut s = String::with_capacity(256);
         let time = self.time.unwrap_or_else(SystemTime::now);
@@ -150,6 +157,7 @@ impl Record {
         field(&mut s, "method", Some(&self.method));
         field(&mut s, "uri", Some(&self.uri));
         field(&mut s, "proto", Some(self.proto));
+        field(&mut s, "sni", self.sni.as_deref());
         let _ = write!(
             s,
             " status={} in={} out={}",
@@ -194,6 +202,7 @@ impl Record {
             "method": self.method,
             "uri": self.uri,
             "proto": self.proto,
+            "sni": self.sni,
             "status": self.status,
             "in": self.bytes_in,
             "out": self.bytes_out,
@@ -264,7 +273,7 @@ mod tests {
         assert_eq!(
             r.to_line(),
             "1970-01-01T00:00:01.500Z client=127.0.0.1:5000 service=mail route=ews pool=ews server=cas1 \
-             method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 status=200 in=10 out=20 \
+             method=RPC_IN_DATA uri=\"/rpc/rpcproxy.dll?a b\\\"c\" proto=HTTP/1.1 sni=- status=200 in=10 out=20 \
              t_hdr=1 t_wait=- t_conn=0 t_resp=- t_total=- pinned=1 persist=- end=done\n"
         );
         let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

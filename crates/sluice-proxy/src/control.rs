@@ -77,6 +77,8 @@ struct Plane {
     weights: HashMap<(String, String), WeightOverride>,
     cookie_key: hmac::Key,
     listeners: Vec<Listener>,
+    /// Open connections per service name, kept across reloads.
+    service_trackers: HashMap<String, Arc<ConnTracker>>,
     probes: HashMap<(String, String), Probing>,
     reloads: Reloads,
 }
@@ -113,6 +115,7 @@ impl Control {
             weights: HashMap::new(),
             cookie_key: cookie_key(config.global.persistence_secret.as_deref()),
             listeners: Vec::new(),
+            service_trackers: HashMap::new(),
             probes: HashMap::new(),
             reloads: Reloads::default(),
         };
@@ -298,10 +301,11 @@ impl Control {
             .iter()
             .map(|l| (l.service.clone(), l.bound))
             .collect();
+        let open = |name: &str| plane.service_trackers.get(name).map_or(0, |t| t.open());
         Status {
             connections: self.tracker.open(),
             reloads: plane.reloads.clone(),
-            services: snapshot.service_status(&bound),
+            services: snapshot.service_status(&bound, open),
             pools: snapshot.pool_status(),
         }
     }
@@ -369,9 +373,9 @@ impl Control {
         }
         plane.listeners = keep;
         for (service, configured, socket) in start {
-            plane
-                .listeners
-                .push(self.listen(service, configured, socket));
+            let tracker = plane.service_trackers.entry(service.clone()).or_default();
+            let listener = self.listen(service, configured, socket, tracker.clone());
+            plane.listeners.push(listener);
         }
         plane.file = file;
         plane.cookie_key = cookie_key;
@@ -384,6 +388,7 @@ impl Control {
         service: String,
         configured: SocketAddr,
         socket: Arc<TcpListener>,
+        service_tracker: Arc<ConnTracker>,
     ) -> Listener {
         let bound = socket.local_addr().unwrap_or(configured);
         tracing::info!(service = %service, "listening on {bound}");
@@ -392,6 +397,7 @@ impl Control {
             snapshot: self.snapshot.clone(),
             log: self.log.clone(),
             tracker: self.tracker.clone(),
+            service_tracker,
             shutdown: self.shutdown.clone(),
         };
         let task = self
@@ -431,7 +437,7 @@ impl Control {
     fn spawn_probe(&self, pool: &PoolRt, server: &ServerRt) -> Option<Probing> {
         let check = pool.cfg.health.as_ref()?;
         let on_check = check_events(self.log.clone(), &pool.cfg.name, &server.cfg.name);
-        let connector = pool.connector.clone();
+        let connector = probe::connector_for(&pool.cfg, &pool.connector);
         let addr = server.cfg.address;
         let health = server.live.health.clone();
         let (interval, timeout) = (check.interval, check.timeout);
@@ -446,6 +452,15 @@ impl Control {
                     connector,
                     addr,
                     probe: http.clone(),
+                };
+                let run = run_probes(probe, health, interval, timeout, on_check);
+                self.runtime.spawn(run)
+            }
+            Probe::Dialogue(steps) => {
+                let probe = probe::DialogueCheck {
+                    connector,
+                    addr,
+                    steps: steps.clone(),
                 };
                 let run = run_probes(probe, health, interval, timeout, on_check);
                 self.runtime.spawn(run)

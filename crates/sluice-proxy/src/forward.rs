@@ -126,7 +126,8 @@ async fn forward<'r>(
         return Ok(Outcome::Ruled(answer));
     }
     let view = routing::View::of(&parts, client);
-    let (route, pool) = routing::select(service, &view).ok_or(ProxyError::NoRoute)?;
+    let (route, pool) =
+        routing::select(service, |c| view.holds_all(c)).ok_or(ProxyError::NoRoute)?;
     record.route = route.map(|r| r.name.clone());
     if let Some(route) = route {
         if let Some(answer) = rules::apply(&route.rules, &mut parts, client, &mut edits)? {
@@ -179,7 +180,7 @@ async fn forward<'r>(
 
 /// What persistence and hashing make of the request. With `on_server_down = "fail"`, a
 /// request whose server cannot take it gets an error instead of another server.
-fn affinity(
+pub(crate) fn affinity(
     pool: &PoolRt,
     headers: &mut HeaderMap,
     client: IpAddr,
@@ -360,11 +361,16 @@ async fn send(
             }
         }
     }
-    // When the failures just seen have taken every server out, the pool is down: the
-    // sorry page says so better than a bare 502.
+    Err(gave_up(pool, last_error))
+}
+
+/// The error of a request no server took: the last connect failure, unless the failures
+/// just seen have taken every server out. Then the pool is down, which the sorry page
+/// says better than a bare 502.
+pub(crate) fn gave_up(pool: &PoolRt, last_error: Option<ProxyError>) -> ProxyError {
     match last_error {
-        Some(e) if pool.pick(&[], Choice::default()).is_some() => Err(e),
-        _ => Err(ProxyError::NoServer(pool.cfg.name.clone())),
+        Some(e) if pool.pick(&[], Choice::default()).is_some() => e,
+        _ => ProxyError::NoServer(pool.cfg.name.clone()),
     }
 }
 
@@ -397,7 +403,7 @@ where
 /// A connection failure seen in live traffic counts against the server's health. Only
 /// pools with a health check take it into account: without probes nothing would bring
 /// the server back.
-fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
+pub(crate) fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
     tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "connection failed: {reason}");
     if pool.cfg.health.is_some() {
         if let Some(sluice_health::Transition::WentDown) =

@@ -13,6 +13,7 @@ mod error;
 mod expect;
 mod forward;
 mod headers;
+pub mod l4;
 mod listener;
 mod local;
 mod metrics;

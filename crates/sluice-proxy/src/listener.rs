@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use sluice_config::Mode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -43,7 +44,7 @@ pub struct ConnTracker {
 }
 
 impl ConnTracker {
-    fn enter(self: &Arc<Self>) -> TrackGuard {
+    pub fn enter(self: &Arc<Self>) -> TrackGuard {
         self.open.fetch_add(1, Ordering::AcqRel);
         TrackGuard(self.clone())
     }
@@ -64,7 +65,7 @@ impl ConnTracker {
     }
 }
 
-struct TrackGuard(Arc<ConnTracker>);
+pub struct TrackGuard(Arc<ConnTracker>);
 
 impl Drop for TrackGuard {
     fn drop(&mut self) {
@@ -81,7 +82,10 @@ pub struct Listening {
     pub service: Arc<str>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub log: AccessLog,
+    /// Every client connection of the process.
     pub tracker: Arc<ConnTracker>,
+    /// This service's client connections (all its listeners), for `max_connections`.
+    pub service_tracker: Arc<ConnTracker>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -92,14 +96,7 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, client)) => {
-                    let ctx = ctx.clone();
-                    let guard = ctx.tracker.enter();
-                    tokio::spawn(async move {
-                        serve(tcp, client, ctx).await;
-                        drop(guard);
-                    });
-                }
+                Ok((tcp, client)) => admit(tcp, client, &ctx),
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::error!("accept failed: {e}");
@@ -109,6 +106,41 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Serves a new connection in its own task, unless its service is at `max_connections`:
+/// then it is closed at once (and logged), before it costs anything.
+fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
+    let (mode, limit) = {
+        let snapshot = ctx.snapshot.load();
+        let Some(service) = snapshot
+            .service_index(&ctx.service)
+            .map(|i| &snapshot.config.services[i])
+        else {
+            return;
+        };
+        (service.mode, service.max_connections)
+    };
+    if limit.is_some_and(|max| ctx.service_tracker.open() >= max as usize) {
+        ctx.log.write(&Record {
+            time: Some(std::time::SystemTime::now()),
+            client: Some(client),
+            service: ctx.service.to_string(),
+            proto: if mode == Mode::Tcp { "TCP" } else { "HTTP" },
+            end: "max_connections",
+            ..Record::default()
+        });
+        return;
+    }
+    let ctx = ctx.clone();
+    let guards = (ctx.tracker.enter(), ctx.service_tracker.enter());
+    tokio::spawn(async move {
+        match mode {
+            Mode::Http => serve(tcp, client, ctx).await,
+            Mode::Tcp => crate::l4::serve(tcp, client, ctx).await,
+        }
+        drop(guards);
+    });
 }
 
 async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {

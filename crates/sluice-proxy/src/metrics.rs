@@ -34,6 +34,16 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    service: String,
+    route: String,
+    pool: String,
+    server: String,
+    /// How the connection ended: `done`, `idle_timeout`, `no_server`...
+    end: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServerLabels {
     pool: String,
     server: String,
@@ -83,6 +93,7 @@ fn check_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    sessions: Family<SessionLabels, Counter>,
     bytes_in: Family<PathLabels, Counter>,
     bytes_out: Family<PathLabels, Counter>,
     response_seconds: HistogramFamily<PathLabels>,
@@ -95,6 +106,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Family::default(),
+            sessions: Family::default(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
             response_seconds: Family::new_with_constructor(response_histogram),
@@ -128,6 +140,17 @@ impl Metrics {
             pool,
             server,
         } = path;
+        if r.is_layer4() {
+            let labels = SessionLabels {
+                service,
+                route,
+                pool,
+                server,
+                end: r.end,
+            };
+            self.sessions.get_or_create(&labels).inc();
+            return;
+        }
         let class = format!("{}xx", r.status / 100);
         self.requests
             .get_or_create(&RequestLabels {
@@ -192,13 +215,18 @@ impl Metrics {
             self.requests.clone(),
         );
         registry.register(
+            "tcp_connections",
+            "Layer 4 client connections by service, route, pool, server and how they ended",
+            self.sessions.clone(),
+        );
+        registry.register(
             "received_bytes",
-            "Request body bytes received from clients",
+            "Bytes received from clients: request bodies, and everything on tcp services",
             self.bytes_in.clone(),
         );
         registry.register(
             "sent_bytes",
-            "Response body bytes sent to clients",
+            "Bytes sent to clients: response bodies, and everything on tcp services",
             self.bytes_out.clone(),
         );
         registry.register(

@@ -8,12 +8,16 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Uri};
 use sluice_config::{Condition, Route, Service};
 
-/// The route (`None` for the default pool) and pool index for a request.
-pub fn select<'s>(service: &'s Service, view: &View) -> Option<(Option<&'s Route>, usize)> {
+/// The route (`None` for the default pool) and pool index of the first route whose
+/// conditions all hold.
+pub fn select(
+    service: &Service,
+    holds_all: impl Fn(&[Condition]) -> bool,
+) -> Option<(Option<&Route>, usize)> {
     service
         .routes
         .iter()
-        .find(|r| view.holds_all(&r.conditions))
+        .find(|r| holds_all(&r.conditions))
         .map(|r| (Some(r), r.pool))
         .or(service.default_pool.map(|p| (None, p)))
 }
@@ -69,6 +73,8 @@ impl<'a> View<'a> {
             Condition::PathSuffix(s) => ends_with_ignore_case(self.path, s),
             Condition::PathRegex(re) => re.is_match(self.path),
             Condition::Host(h) => host_matches(self.host, h),
+            // Only tcp services have SNI conditions (the configuration sees to it).
+            Condition::Sni(_) => false,
             Condition::Header { name, value } => {
                 let mut values = self.headers.get_all(name.as_str()).iter();
                 match value {
@@ -80,6 +86,39 @@ impl<'a> View<'a> {
             Condition::Source(nets) => nets.iter().any(|n| n.contains(&self.client)),
             Condition::Not(inner) => !self.holds_all(inner),
             Condition::Any(groups) => groups.iter().any(|g| self.holds_all(g)),
+        }
+    }
+}
+
+/// What conditions look at in a layer 4 connection: its TLS server name, if it sent
+/// one, and its address.
+pub struct Connection<'a> {
+    sni: Option<&'a str>,
+    client: IpAddr,
+}
+
+impl<'a> Connection<'a> {
+    pub fn new(sni: Option<&'a str>, client: IpAddr) -> Self {
+        Connection {
+            sni,
+            client: client.to_canonical(),
+        }
+    }
+
+    pub fn holds_all(&self, conditions: &[Condition]) -> bool {
+        conditions.iter().all(|c| self.holds(c))
+    }
+
+    fn holds(&self, c: &Condition) -> bool {
+        match c {
+            Condition::Sni(names) => self
+                .sni
+                .is_some_and(|sni| names.iter().any(|n| host_matches(sni, n))),
+            Condition::Source(nets) => nets.iter().any(|n| n.contains(&self.client)),
+            Condition::Not(inner) => !self.holds_all(inner),
+            Condition::Any(groups) => groups.iter().any(|g| self.holds_all(g)),
+            // HTTP conditions are refused on tcp services by the configuration.
+            _ => false,
         }
     }
 }

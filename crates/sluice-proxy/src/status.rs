@@ -39,9 +39,14 @@ pub struct ReloadOutcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
     pub name: String,
+    /// `http` or `tcp`.
+    pub mode: &'static str,
     /// The addresses bound (the actual port where the configuration said 0).
     pub listen: Vec<String>,
     pub tls: bool,
+    /// Client connections open now.
+    pub connections: usize,
+    pub max_connections: Option<u32>,
     pub routes: Vec<RouteStatus>,
     pub default_pool: Option<String>,
 }
@@ -106,13 +111,24 @@ impl Snapshot {
         self.pools.iter().map(|p| pool_status(p, now)).collect()
     }
 
-    pub fn service_status(&self, bound: &[(String, std::net::SocketAddr)]) -> Vec<ServiceStatus> {
+    /// `bound`: the listening addresses by service; `open`: a service's open connections.
+    pub fn service_status(
+        &self,
+        bound: &[(String, std::net::SocketAddr)],
+        open: impl Fn(&str) -> usize,
+    ) -> Vec<ServiceStatus> {
         let pool_name = |i: usize| self.config.pools[i].name.clone();
         self.config
             .services
             .iter()
             .map(|s| ServiceStatus {
                 name: s.name.clone(),
+                mode: match s.mode {
+                    sluice_config::Mode::Http => "http",
+                    sluice_config::Mode::Tcp => "tcp",
+                },
+                connections: open(&s.name),
+                max_connections: s.max_connections,
                 listen: bound
                     .iter()
                     .filter(|(name, _)| *name == s.name)
@@ -190,6 +206,18 @@ fn describe_check(pool: &Pool) -> Option<String> {
     Some(match &check.probe {
         Probe::Tcp => "TCP connect".to_string(),
         Probe::Http(h) => format!("{} {} expecting {}", h.method, h.path, h.expect_status),
+        Probe::Dialogue(steps) => {
+            let said: Vec<String> = steps
+                .iter()
+                .map(|s| match (&s.send, &s.expect) {
+                    (Some(send), Some(expect)) => format!("{} -> {expect}", send.trim_end()),
+                    (Some(send), None) => send.trim_end().to_string(),
+                    (None, Some(expect)) => format!("-> {expect}"),
+                    (None, None) => String::new(),
+                })
+                .collect();
+            format!("dialogue: {}", said.join(", "))
+        }
     })
 }
 

@@ -127,6 +127,19 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, TlsFileErro
     Ok(Arc::new(config))
 }
 
+/// A client that completes handshakes without checking who answers: a health check of
+/// servers whose TLS sluice passes through (their clients check the certificate), with
+/// no ALPN offered since the protocol inside may be anything.
+pub fn handshake_only_config() -> Arc<ClientConfig> {
+    let tls = UpstreamTls {
+        verify: Verify::None,
+        sni: None,
+    };
+    let mut config = (*client_config(&tls).expect("no file is read without verification")).clone();
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
+
 fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsFileError> {
     let mut roots = RootCertStore::empty();
     match ca_file {

@@ -54,6 +54,8 @@ impl ServerConn {
 pub struct Connector {
     tls: Option<(Arc<ClientConfig>, Option<ServerName<'static>>)>,
     connect_timeout: Duration,
+    /// Written first on every connection, before any TLS (a PROXY protocol header).
+    preamble: Option<Arc<[u8]>>,
 }
 
 impl Connector {
@@ -66,7 +68,14 @@ impl Connector {
         Connector {
             tls: tls.map(|c| (c, sni)),
             connect_timeout,
+            preamble: None,
         }
+    }
+
+    /// Starts every connection with `bytes`.
+    pub fn with_preamble(mut self, bytes: Vec<u8>) -> Self {
+        self.preamble = Some(bytes.into());
+        self
     }
 
     /// TCP (and TLS) to `addr`, bounded by the connect timeout.
@@ -81,8 +90,13 @@ impl Connector {
     }
 
     async fn connect_unbounded(&self, addr: SocketAddr) -> Result<ServerStream, String> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        if let Some(preamble) = &self.preamble {
+            tokio::io::AsyncWriteExt::write_all(&mut tcp, preamble)
+                .await
+                .map_err(|e| format!("sending the PROXY header: {e}"))?;
+        }
         let Some((config, sni)) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };

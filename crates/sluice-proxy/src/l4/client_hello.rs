@@ -1,0 +1,167 @@
+//! Reading the server name (SNI) of a TLS ClientHello without terminating TLS. The bytes
+//! read are kept, to be forwarded untouched to the server the name chooses.
+//!
+//! The parsing is rustls's (`Acceptor`, which reassembles a ClientHello split over
+//! several records and refuses malformed ones); this module owns the buffering, the size
+//! and time limits, and what each outcome means for routing.
+
+use std::time::Duration;
+
+use rustls::server::Acceptor;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// A ClientHello larger than this is not waited for (post-quantum key shares make them
+/// about 1.8 KiB; a few KiB of extensions is already generous).
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// What the first bytes of a connection turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// A complete ClientHello, with the server name it asked for, if any.
+    Tls { sni: Option<String> },
+    /// Not a TLS ClientHello, or a malformed one.
+    Malformed(String),
+    /// The limit passed before a complete ClientHello arrived.
+    TooLarge,
+    /// The client closed before sending a complete ClientHello.
+    Closed,
+    /// The client sent nothing complete in time.
+    TimedOut,
+}
+
+impl Hello {
+    /// For the access log's `end` field when the connection is not routed.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Hello::Tls { sni: Some(_) } => "sni",
+            Hello::Tls { sni: None } => "no_sni",
+            Hello::Malformed(_) => "bad_client_hello",
+            Hello::TooLarge => "client_hello_too_large",
+            Hello::Closed => "client_closed",
+            Hello::TimedOut => "client_hello_timeout",
+        }
+    }
+
+    pub fn sni(&self) -> Option<&str> {
+        match self {
+            Hello::Tls { sni } => sni.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Inspects the bytes received so far: `None` while the ClientHello is incomplete.
+pub fn inspect(received: &[u8]) -> Option<Hello> {
+    let mut acceptor = Acceptor::default();
+    let mut rest = received;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Some(Hello::Malformed(e.to_string())),
+        }
+    }
+    match acceptor.accept() {
+        Ok(None) if received.len() >= MAX_CLIENT_HELLO => Some(Hello::TooLarge),
+        Ok(None) => None,
+        Ok(Some(accepted)) => Some(Hello::Tls {
+            sni: accepted
+                .client_hello()
+                .server_name()
+                .map(str::to_ascii_lowercase),
+        }),
+        Err((e, _)) => Some(Hello::Malformed(e.to_string())),
+    }
+}
+
+/// Reads from the client until its ClientHello is complete, malformed, too large, or
+/// `limit` has passed. Returns what was read (to forward) and what it was.
+pub async fn read(client: &mut TcpStream, limit: Duration) -> (Vec<u8>, Hello) {
+    let mut received = Vec::with_capacity(2048);
+    let reading = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let room = MAX_CLIENT_HELLO - received.len();
+            let n = match client.read(&mut chunk[..room.min(4096)]).await {
+                Ok(0) | Err(_) => return Hello::Closed,
+                Ok(n) => n,
+            };
+            received.extend_from_slice(&chunk[..n]);
+            if let Some(hello) = inspect(&received) {
+                return hello;
+            }
+        }
+    };
+    let hello = tokio::time::timeout(limit, reading)
+        .await
+        .unwrap_or(Hello::TimedOut);
+    (received, hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real ClientHello for `name`, as rustls's client writes it.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let config = crate::tls::handshake_only_config();
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(config, server_name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_the_server_name_of_a_complete_hello() {
+        let hello = client_hello("Mail.Example.com");
+        assert_eq!(
+            inspect(&hello),
+            Some(Hello::Tls {
+                sni: Some("mail.example.com".into())
+            })
+        );
+    }
+
+    #[test]
+    fn waits_for_every_prefix_of_a_hello() {
+        let hello = client_hello("autodiscover.example.com");
+        for cut in 0..hello.len() {
+            assert_eq!(inspect(&hello[..cut]), None, "prefix of {cut} bytes");
+        }
+    }
+
+    #[test]
+    fn reassembles_a_hello_split_over_records() {
+        let hello = client_hello("ews.example.com");
+        // Re-frame the handshake message as records of 100 bytes each.
+        let message = &hello[5..];
+        let mut framed = Vec::new();
+        for part in message.chunks(100) {
+            framed.extend_from_slice(&[0x16, 0x03, 0x01]);
+            framed.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            framed.extend_from_slice(part);
+        }
+        assert_eq!(
+            inspect(&framed).and_then(|h| h.sni().map(str::to_string)),
+            Some("ews.example.com".into())
+        );
+    }
+
+    #[test]
+    fn names_what_is_not_a_hello() {
+        assert!(matches!(
+            inspect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(Hello::Malformed(_))
+        ));
+        assert!(matches!(
+            inspect(b"EHLO client.example.com\r\n"),
+            Some(Hello::Malformed(_))
+        ));
+        // A handshake record whose message claims more than the limit.
+        let mut huge = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];
+        huge.resize(MAX_CLIENT_HELLO, 0);
+        assert!(inspect(&huge).is_some());
+    }
+}

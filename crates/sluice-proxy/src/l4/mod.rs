@@ -1,0 +1,200 @@
+//! The layer 4 data plane (`mode = "tcp"`): route a client connection (by the TLS server
+//! name it asks for, without decrypting, and by its address), choose a server with the
+//! pool's algorithm, persistence, health and drain state, connect (another server while
+//! no byte has been forwarded), and relay the bytes untouched both ways.
+
+mod client_hello;
+pub mod proxy_protocol;
+mod relay;
+
+pub use client_hello::{inspect as inspect_client_hello, Hello, MAX_CLIENT_HELLO};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::HeaderMap;
+use sluice_config::{Condition, Service};
+use tokio::net::TcpStream;
+
+use crate::access_log::Record;
+use crate::error::ProxyError;
+use crate::forward::{affinity, gave_up, passive_failure};
+use crate::listener::Listening;
+use crate::persistence::Decision;
+use crate::routing::{self, Connection};
+use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
+
+/// Serves one client connection of a tcp service until it closes.
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Listening) {
+    let snapshot = ctx.snapshot.load_full();
+    let Some(index) = snapshot.service_index(&ctx.service) else {
+        return;
+    };
+    let service = &snapshot.config.services[index];
+    let start = Instant::now();
+    let mut record = Record {
+        time: Some(SystemTime::now()),
+        client: Some(peer),
+        service: service.name.clone(),
+        proto: "TCP",
+        ..Record::default()
+    };
+    let (first_bytes, hello) = if reads_sni(service) {
+        let (bytes, hello) = client_hello::read(&mut client, service.timeouts.client_hello).await;
+        (bytes, Some(hello))
+    } else {
+        (Vec::new(), None)
+    };
+    let outcome = match &hello {
+        // Not TLS, too slow or too large: nothing a server behind an SNI route expects.
+        Some(h @ (Hello::Malformed(_) | Hello::TooLarge | Hello::Closed | Hello::TimedOut)) => {
+            if let Hello::Malformed(why) = h {
+                tracing::info!(client = %peer, service = %service.name, "not a TLS ClientHello: {why}");
+            }
+            record.end = h.as_str();
+            None
+        }
+        _ => Some(
+            session(
+                &snapshot,
+                service,
+                &client,
+                peer,
+                hello,
+                first_bytes,
+                &mut record,
+            )
+            .await,
+        ),
+    };
+    if let Some(Err(e)) = outcome {
+        tracing::debug!(client = %peer, service = %service.name, "not relayed: {e}");
+        record.end = e.end_state();
+    }
+    record.t_total = Some(start.elapsed());
+    ctx.log.write(&record);
+}
+
+/// Routes, connects and relays a connection whose first bytes (if any) have been read.
+async fn session(
+    snapshot: &Snapshot,
+    service: &Service,
+    client: &TcpStream,
+    peer: SocketAddr,
+    hello: Option<Hello>,
+    first_bytes: Vec<u8>,
+    record: &mut Record,
+) -> Result<(), ProxyError> {
+    let sni = hello.as_ref().and_then(Hello::sni);
+    if hello.is_some() {
+        record.proto = "TLS";
+        record.sni = sni.map(str::to_string);
+    }
+    let view = Connection::new(sni, peer.ip());
+    let (route, pool) =
+        routing::select(service, |c| view.holds_all(c)).ok_or(ProxyError::NoRoute)?;
+    record.route = route.map(|r| r.name.clone());
+    let pool = snapshot.pools[pool].clone();
+    record.pool = Some(pool.cfg.name.clone());
+    let (server, upstream, _active) = connect(&pool, peer, record).await?;
+    let local = client.local_addr().unwrap_or(peer);
+    let mut preamble = pool
+        .cfg
+        .send_proxy
+        .map(|v| proxy_protocol::for_client(v, peer, local))
+        .unwrap_or_default();
+    preamble.extend_from_slice(&first_bytes);
+    if let Err(e) = relay::write_all(&upstream, &preamble).await {
+        return Err(ProxyError::ServerFailed {
+            server: server.cfg.name.clone(),
+            reason: e.to_string(),
+        });
+    }
+    let mut cut = server.live.cut_signal();
+    let stop = async move {
+        let _ = cut.wait_for(Option::is_some).await;
+    };
+    let relayed = relay::relay(
+        client,
+        &upstream,
+        service.timeouts.idle,
+        service.splice,
+        stop,
+    )
+    .await;
+    record.bytes_in = relayed.up + first_bytes.len() as u64;
+    record.bytes_out = relayed.down;
+    record.end = relayed.end.as_str();
+    Ok(())
+}
+
+/// Whether the service's routes look at the TLS server name, so the ClientHello must be
+/// read before a server is chosen.
+fn reads_sni(service: &Service) -> bool {
+    fn mentions(conditions: &[Condition]) -> bool {
+        conditions.iter().any(|c| match c {
+            Condition::Sni(_) => true,
+            Condition::Not(inner) => mentions(inner),
+            Condition::Any(groups) => groups.iter().any(|g| mentions(g)),
+            _ => false,
+        })
+    }
+    service.routes.iter().any(|r| mentions(&r.conditions))
+}
+
+/// A server of `pool` and a connection to it: the persisted server first, then the
+/// pool's choice, another server after each failed connect (up to the pool's retries).
+async fn connect(
+    pool: &Arc<PoolRt>,
+    peer: SocketAddr,
+    record: &mut Record,
+) -> Result<(Arc<ServerRt>, TcpStream, ActiveGuard), ProxyError> {
+    let now = Instant::now();
+    let (sticky, choice) = affinity(pool, &mut HeaderMap::new(), peer.ip(), now)?;
+    let attempts = 1 + pool.cfg.retries as usize;
+    let mut tried = Vec::new();
+    let mut last_error = None;
+    let picking = Instant::now();
+    while tried.len() < attempts {
+        let Some(index) = pool.pick(&tried, choice) else {
+            break;
+        };
+        record.t_wait.get_or_insert(picking.elapsed());
+        let server = pool.servers[index].clone();
+        record.server = Some(server.cfg.name.clone());
+        let active = server.live.begin();
+        let connecting = Instant::now();
+        match open(pool, &server).await {
+            Ok(stream) => {
+                record.t_connect = Some(connecting.elapsed());
+                if let Some(persistence) = &pool.persistence {
+                    record.persist = Some(Decision::of(sticky, index).as_str());
+                    persistence.remember(sticky, index, now);
+                }
+                return Ok((server, stream, active));
+            }
+            Err(reason) => {
+                passive_failure(pool, &server, &reason);
+                tried.push(index);
+                last_error = Some(ProxyError::Connect {
+                    server: server.cfg.name.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Err(gave_up(pool, last_error))
+}
+
+async fn open(pool: &PoolRt, server: &ServerRt) -> Result<TcpStream, String> {
+    let timeout = pool.cfg.timeouts.connect;
+    match tokio::time::timeout(timeout, TcpStream::connect(server.cfg.address)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("connect timed out after {}ms", timeout.as_millis())),
+    }
+}
