@@ -8,7 +8,9 @@ pub mod certs;
 pub mod client;
 pub mod conn_auth;
 pub mod raw;
+pub mod tcp;
 
 pub use backend::Backend;
 pub use certs::TestCert;
 pub use client::Client;
+pub use tcp::{Mail, TcpServer};

@@ -6,6 +6,7 @@ mod errors;
 mod expect;
 mod harness;
 mod health;
+mod layer4;
 mod operations;
 mod persistence;
 mod pinning;
