@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_config::{parse, Algorithm, Condition, Probe, Verify};
+use sluice_config::{parse, Algorithm, CheckTls, Condition, Mode, Probe, ProxyProtocol, Verify};
 
 fn errors(text: &str) -> Vec<String> {
     match parse(text, "t.toml", Path::new(".")) {
@@ -453,4 +453,145 @@ fn persistence_errors_are_located() {
         )),
         "{e:#?}"
     );
+}
+
+const LAYER4: &str = r#"
+[[service]]
+name = "mail"
+mode = "tcp"
+listen = "127.0.0.1:993"
+default_pool = "imap"
+max_connections = 5000
+splice = false
+[service.timeouts]
+idle = "30m"
+client_hello = "2s"
+[[service.route]]
+name = "owa"
+match = { sni = ["mail.example.com", "*.Example.org"], source = "10.0.0.0/8" }
+pool = "imap"
+
+[[pool]]
+name = "imap"
+send_proxy = "v2"
+servers = [{ name = "mbx1", address = "10.0.0.21:993" }]
+[pool.health]
+kind = "imap"
+tls = true
+sni = "imap.example.com"
+[pool.persistence]
+kind = "source"
+
+[[pool]]
+name = "smtp"
+servers = [{ name = "mbx1", address = "10.0.0.21:25" }]
+[pool.health]
+kind = "smtp"
+ehlo = "lb.example.com"
+"#;
+
+#[test]
+fn layer4_services_and_mail_checks_parse_into_the_model() {
+    let c = parse(LAYER4, "t.toml", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+    let s = &c.services[0];
+    assert_eq!(s.mode, Mode::Tcp);
+    assert_eq!((s.max_connections, s.splice), (Some(5000), false));
+    assert_eq!(s.timeouts.idle, Duration::from_secs(1800));
+    assert_eq!(s.timeouts.client_hello, Duration::from_secs(2));
+    match &s.routes[0].conditions[0] {
+        Condition::Sni(names) => assert_eq!(names, &["mail.example.com", "*.example.org"]),
+        other => panic!("{other:?}"),
+    }
+    let imap = &c.pools[0];
+    assert_eq!(imap.send_proxy, Some(ProxyProtocol::V2));
+    let check = imap.health.as_ref().unwrap();
+    assert_eq!(
+        check.tls,
+        CheckTls::Handshake {
+            sni: Some("imap.example.com".into())
+        }
+    );
+    let Probe::Dialogue(steps) = &check.probe else {
+        panic!("{:?}", check.probe)
+    };
+    assert_eq!(steps[0].expect.as_deref(), Some("* OK"));
+    let Probe::Dialogue(smtp) = &c.pools[1].health.as_ref().unwrap().probe else {
+        panic!()
+    };
+    assert_eq!(smtp[1].send.as_deref(), Some("EHLO lb.example.com\r\n"));
+    assert_eq!(smtp[1].expect.as_deref(), Some("250"));
+}
+
+#[test]
+fn layer4_mistakes_are_located_and_explained() {
+    let text = r#"
+[[service]]
+name = "l4"
+mode = "tcp"
+listen = "127.0.0.1:443"
+default_pool = "reencrypt"
+expect = "answer"
+[service.tls]
+certificates = []
+[service.timeouts]
+client_idle = "5s"
+[[service.route]]
+name = "r"
+match = { path_prefix = "/owa", sni = "bad name" }
+pool = "cookie"
+
+[[service]]
+name = "web"
+listen = "127.0.0.1:80"
+default_pool = "proxied"
+[[service.route]]
+name = "r"
+match = { sni = "mail.example.com" }
+pool = "proxied"
+
+[[pool]]
+name = "reencrypt"
+servers = [{ name = "a", address = "10.0.0.1:443" }]
+[pool.tls]
+verify = "none"
+[pool.health]
+kind = "http"
+path = "/"
+sni = "x.example.com"
+
+[[pool]]
+name = "cookie"
+servers = [{ name = "a", address = "10.0.0.1:443" }]
+[pool.persistence]
+kind = "cookie"
+
+[[pool]]
+name = "proxied"
+send_proxy = "v1"
+servers = [{ name = "a", address = "10.0.0.1:443" }]
+[pool.health]
+kind = "http"
+path = "/"
+ehlo = "x"
+dialogue = [{ }]
+"#;
+    let e = errors(text);
+    let expect = [
+        "t.toml:6:16: service[0].default_pool: pool \"reencrypt\" re-encrypts ([pool.tls])",
+        "t.toml:7:10: service[0].expect: applies to mode = \"http\" services",
+        "t.toml:8:1: service[0].tls: applies to mode = \"http\" services",
+        "t.toml:11:15: service[0].timeouts.client_idle: applies to mode = \"http\" services; a tcp service has idle and client_hello",
+        "t.toml:14:25: service[0].route[0].match.path_prefix: reads HTTP requests",
+        "t.toml:14:39: service[0].route[0].match.sni: \"bad name\" is not a server name",
+        "t.toml:15:8: service[0].route[0].pool: pool \"cookie\" persists or hashes by a cookie or header",
+        "t.toml:20:16: service[1].default_pool: pool \"proxied\" sends the PROXY protocol",
+        "t.toml:24:8: service[1].route[0].pool: pool \"proxied\" sends the PROXY protocol",
+        "t.toml:23:17: service[1].route[0].match.sni: applies to mode = \"tcp\" services",
+        "t.toml:34:7: pool[0].health.sni: the pool re-encrypts",
+        "t.toml:49:8: pool[2].health.ehlo: applies to kind = \"smtp\"",
+        "t.toml:50:12: pool[2].health.dialogue: applies to kind = \"tcp\"",
+    ];
+    for want in expect {
+        assert!(e.iter().any(|got| got.starts_with(want)), "missing {want:?} in\n{}", e.join("\n"));
+    }
 }
