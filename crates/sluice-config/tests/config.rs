@@ -592,6 +592,10 @@ dialogue = [{ }]
         "t.toml:50:12: pool[2].health.dialogue: applies to kind = \"tcp\"",
     ];
     for want in expect {
-        assert!(e.iter().any(|got| got.starts_with(want)), "missing {want:?} in\n{}", e.join("\n"));
+        assert!(
+            e.iter().any(|got| got.starts_with(want)),
+            "missing {want:?} in\n{}",
+            e.join("\n")
+        );
     }
 }

@@ -130,7 +130,7 @@ impl ExchangeServer {
         let fqdn = format!("{}.contoso.lab", spec.name);
         let cert = spec
             .tls
-            .then(|| TestCert::new(&[fqdn.as_str(), "localhost"]));
+            .then(|| TestCert::new(&[fqdn.as_str(), "localhost", "*.contoso.lab"]));
         let mailboxes = match spec.version {
             Version::V2010 => Arc::default(),
             _ => mailboxes,

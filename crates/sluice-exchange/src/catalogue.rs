@@ -204,6 +204,45 @@ pub const WORKLOADS: [Workload; 9] = [
     ),
 ];
 
+/// A mail protocol endpoint of the Client Access role, always balanced at layer 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailService {
+    /// Service and pool name.
+    pub name: &'static str,
+    pub title: &'static str,
+    pub port: u16,
+    /// The health check kind that greets it: `smtp`, `imap` or `pop`.
+    pub check: &'static str,
+    /// TLS from the first byte (993, 995): the check completes a handshake first.
+    pub implicit_tls: bool,
+}
+
+const fn mail(
+    name: &'static str,
+    title: &'static str,
+    port: u16,
+    check: &'static str,
+    implicit_tls: bool,
+) -> MailService {
+    MailService {
+        name,
+        title,
+        port,
+        check,
+        implicit_tls,
+    }
+}
+
+/// SMTP (front-end transport and client submission), IMAP4 and POP3, plain and TLS.
+pub const MAIL_SERVICES: [MailService; 6] = [
+    mail("smtp", "SMTP, front-end transport", 25, "smtp", false),
+    mail("submission", "SMTP client submission", 587, "smtp", false),
+    mail("imap", "IMAP4", 143, "imap", false),
+    mail("imaps", "IMAP4 over TLS", 993, "imap", true),
+    mail("pop", "POP3", 110, "pop", false),
+    mail("pops", "POP3 over TLS", 995, "pop", true),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,9 +3,12 @@
 //! persistence each version needs) and the configuration template built from it.
 
 mod catalogue;
+mod layer4;
 mod template;
 
-pub use catalogue::{Affinity, Version, Workload, WORKLOADS};
+pub use catalogue::{Affinity, MailService, Version, Workload, MAIL_SERVICES, WORKLOADS};
+pub use layer4::mail_on;
 pub use template::{
-    quote as toml_string, render, ProbeTiming, Template, TemplateError, ADMIN_LISTEN, LOGIN_COOKIE,
+    quote as toml_string, render, ProbeTiming, Scenario, Template, TemplateError, ADMIN_LISTEN,
+    LOGIN_COOKIE,
 };

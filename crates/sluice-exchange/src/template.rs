@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::catalogue::{Affinity, Version, Workload, WORKLOADS};
+use crate::catalogue::{Affinity, MailService, Version, Workload, WORKLOADS};
 
 /// What the administrator told `sluice init exchange`.
 #[derive(Debug, Clone)]
@@ -30,6 +30,20 @@ pub struct Template {
     pub admin_listen: SocketAddr,
     /// The admin token's file; without one the configuration says how to add it.
     pub admin_token_file: Option<PathBuf>,
+    pub scenario: Scenario,
+    /// Mail services to balance, each with where it listens.
+    pub mail: Vec<(MailService, SocketAddr)>,
+}
+
+/// Which of Microsoft's load balancing designs the configuration follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    /// TLS terminated at sluice; a route, pool and health check per workload.
+    Layer7,
+    /// TLS passed through untouched. With no namespaces, one server-wide health check
+    /// (Microsoft's single-namespace layer 4); with namespaces (workload name, host), one
+    /// route by TLS server name, pool and workload check each, all on one address.
+    Layer4 { namespaces: Vec<(String, String)> },
 }
 
 /// The admin listener `sluice init exchange` writes: loopback only.
@@ -63,6 +77,10 @@ pub enum TemplateError {
     ServerName(String),
     #[error("server name \"{0}\" is given twice")]
     Duplicate(String),
+    #[error("no workload \"{0}\" in Exchange {1} (one of {2})")]
+    Workload(String, Version, String),
+    #[error("workload \"{0}\" is given two namespaces")]
+    DuplicateWorkload(String),
 }
 
 /// The configuration text for `t`.
@@ -71,26 +89,42 @@ pub fn render(t: &Template) -> Result<String, TemplateError> {
     let mut out = String::new();
     header(&mut out, t);
     redirector(&mut out, t);
-    service(&mut out, t);
-    for w in workloads(t.version) {
-        route(&mut out, &w);
+    match &t.scenario {
+        Scenario::Layer7 => {
+            service(&mut out, t);
+            for w in workloads(t.version) {
+                route(&mut out, &w);
+            }
+            for w in workloads(t.version) {
+                pool(&mut out, t, &w);
+            }
+        }
+        Scenario::Layer4 { namespaces } => {
+            let namespaces = crate::layer4::resolve(t.version, namespaces)?;
+            crate::layer4::render(&mut out, t, &namespaces);
+        }
     }
-    for w in workloads(t.version) {
-        pool(&mut out, t, &w);
-    }
+    crate::layer4::mail(&mut out, t);
     Ok(out)
 }
 
 /// The workloads a version has.
-fn workloads(version: Version) -> impl Iterator<Item = Workload> {
+pub(crate) fn workloads(version: Version) -> impl Iterator<Item = Workload> {
     WORKLOADS.into_iter().filter(move |w| w.since <= version)
+}
+
+/// A plausible host name.
+pub(crate) fn check_host(host: &str) -> Result<(), TemplateError> {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if host.is_empty() || !host.chars().all(host_char) {
+        return Err(TemplateError::Namespace(host.to_string()));
+    }
+    Ok(())
 }
 
 fn validate(t: &Template) -> Result<(), TemplateError> {
     let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
-    if t.namespace.is_empty() || !t.namespace.chars().all(host_char) {
-        return Err(TemplateError::Namespace(t.namespace.clone()));
-    }
+    check_host(&t.namespace)?;
     if t.servers.is_empty() {
         return Err(TemplateError::NoServers);
     }
@@ -122,20 +156,33 @@ pub fn quote(s: &str) -> String {
     q
 }
 
-fn list(items: &[String]) -> String {
+pub(crate) fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
     format!("[{}]", quoted.join(", "))
 }
 
 fn header(out: &mut String, t: &Template) {
+    let design = match &t.scenario {
+        Scenario::Layer7 => {
+            "# One HTTPS service carries every workload. Each workload has its own route, pool and\n\
+             # health check, so a workload Exchange takes out on one server (a failed component,\n\
+             # maintenance) removes only that workload of that server."
+        }
+        Scenario::Layer4 { namespaces } if namespaces.is_empty() => {
+            "# Layer 4, one namespace: TLS passes through untouched and one health check decides\n\
+             # for the whole server (Microsoft's simplest design)."
+        }
+        Scenario::Layer4 { .. } => {
+            "# Layer 4, one namespace per workload: TLS passes through untouched, and sluice reads\n\
+             # the server name of each TLS ClientHello (without decrypting) to give every\n\
+             # namespace its own pool and workload health check, all on one address."
+        }
+    };
     let _ = writeln!(
         out,
         "# sluice configuration for Microsoft Exchange {}, namespace {}.\n\
          # Written by `sluice init exchange`; validate changes with `sluice check --config FILE`.\n\
-         #\n\
-         # One HTTPS service carries every workload. Each workload has its own route, pool and\n\
-         # health check, so a workload Exchange takes out on one server (a failed component,\n\
-         # maintenance) removes only that workload of that server.\n\
+         #\n{design}\n\
          \n[global]\nshutdown_timeout = \"30s\"\n",
         t.version, t.namespace
     );
@@ -215,19 +262,30 @@ fn route(out: &mut String, w: &Workload) {
 }
 
 fn pool(out: &mut String, t: &Template, w: &Workload) {
-    let _ = writeln!(out, "[[pool]]\nname = {}\nservers = [", quote(w.name));
-    for (name, addr) in &t.servers {
+    pool_head(out, w.name, &t.servers, None);
+    persistence(out, t.version, w);
+    health(out, t, w);
+    upstream_tls(out, t);
+}
+
+/// `[[pool]]` with its name and servers; `port` replaces the servers' port (mail).
+pub(crate) fn pool_head(
+    out: &mut String,
+    name: &str,
+    servers: &[(String, SocketAddr)],
+    port: Option<u16>,
+) {
+    let _ = writeln!(out, "[[pool]]\nname = {}\nservers = [", quote(name));
+    for (server, addr) in servers {
+        let addr = SocketAddr::new(addr.ip(), port.unwrap_or(addr.port()));
         let _ = writeln!(
             out,
             "  {{ name = {}, address = {} }},",
-            quote(name),
+            quote(server),
             quote(&addr.to_string())
         );
     }
     let _ = writeln!(out, "]\n");
-    persistence(out, t.version, w);
-    health(out, t, w);
-    upstream_tls(out, t);
 }
 
 /// The cookie OWA and ECP share, so a user's forms login stays on the server that can
@@ -285,7 +343,7 @@ fn health(out: &mut String, t: &Template, w: &Workload) {
 }
 
 /// A duration as sluice reads it: whole seconds when it is, else milliseconds.
-fn millis(d: Duration) -> String {
+pub(crate) fn millis(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {

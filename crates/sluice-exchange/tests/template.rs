@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use sluice_exchange::{render, ProbeTiming, Template, Version, WORKLOADS};
+use sluice_exchange::{render, ProbeTiming, Scenario, Template, Version, WORKLOADS};
 use sluice_lab::{Backend, Client, TestCert};
 use sluice_proxy::{AccessLog, Proxy};
 
@@ -27,6 +27,8 @@ fn template(dir: &Path, version: Version, servers: &[&Backend], fingerprint: &st
         probe: ProbeTiming::default(),
         admin_listen: sluice_exchange::ADMIN_LISTEN,
         admin_token_file: None,
+        scenario: sluice_exchange::Scenario::Layer7,
+        mail: Vec::new(),
     }
 }
 
@@ -128,6 +130,8 @@ fn plain_template(version: Version) -> Template {
         probe: ProbeTiming::default(),
         admin_listen: sluice_exchange::ADMIN_LISTEN,
         admin_token_file: None,
+        scenario: sluice_exchange::Scenario::Layer7,
+        mail: Vec::new(),
     }
 }
 
@@ -184,4 +188,64 @@ fn bad_input_is_refused_with_a_reason() {
     let mut t = base;
     t.servers.clear();
     assert!(render(&t).is_err());
+}
+
+#[test]
+fn the_layer4_variants_pass_tls_through_with_the_checks_each_design_has() {
+    use sluice_config::{CheckTls, Condition, Mode, Probe};
+    let mut t = plain_template(Version::V2019);
+    t.mail = sluice_exchange::mail_on("0.0.0.0".parse().unwrap());
+    t.scenario = Scenario::Layer4 { namespaces: vec![] };
+    let single = sluice_config::parse(&render(&t).unwrap(), "t.toml", Path::new(".")).unwrap();
+    let https = &single.services[1];
+    assert_eq!((https.mode, https.tls.is_none()), (Mode::Tcp, true));
+    let pools: Vec<&str> = single.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        pools,
+        [
+            "exchange",
+            "smtp",
+            "submission",
+            "imap",
+            "imaps",
+            "pop",
+            "pops"
+        ]
+    );
+    let check = single.pools[0].health.as_ref().unwrap();
+    assert!(matches!(&check.probe, Probe::Http(h) if h.path == "/owa/healthcheck.htm"));
+    assert!(matches!(&check.tls, CheckTls::Handshake { sni: Some(n) } if n == NAMESPACE));
+    let imaps = single.pools.iter().find(|p| p.name == "imaps").unwrap();
+    assert_eq!(imaps.servers[0].address, "10.0.0.11:993".parse().unwrap());
+    assert!(matches!(
+        imaps.health.as_ref().unwrap().probe,
+        Probe::Dialogue(_)
+    ));
+
+    t.scenario = Scenario::Layer4 {
+        namespaces: vec![
+            ("activesync".into(), "eas.example.com".into()),
+            ("ews".into(), "ews.example.com".into()),
+        ],
+    };
+    t.mail.clear();
+    let split = sluice_config::parse(&render(&t).unwrap(), "t.toml", Path::new(".")).unwrap();
+    let https = &split.services[1];
+    let routes: Vec<(&str, &[Condition])> = https
+        .routes
+        .iter()
+        .map(|r| (r.name.as_str(), r.conditions.as_slice()))
+        .collect();
+    assert!(matches!(routes[0], ("activesync", [Condition::Sni(n)]) if n == &["eas.example.com"]));
+    let ews = split.pools.iter().find(|p| p.name == "ews").unwrap();
+    assert!(
+        matches!(&ews.health.as_ref().unwrap().probe, Probe::Http(h) if h.path == "/ews/healthcheck.htm" && h.host.as_deref() == Some("ews.example.com"))
+    );
+
+    t.scenario = Scenario::Layer4 {
+        namespaces: vec![("mapi".into(), "mapi.example.com".into())],
+    };
+    t.version = Version::V2010;
+    let e = render(&t).unwrap_err().to_string();
+    assert!(e.contains("no workload \"mapi\" in Exchange 2010"), "{e}");
 }

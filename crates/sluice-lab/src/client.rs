@@ -56,11 +56,20 @@ impl Client {
     }
 
     async fn over(tcp: TcpStream, addr: SocketAddr) -> Result<Client, BoxError> {
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        Self::over_stream(tcp, &addr.to_string()).await
+    }
+
+    /// HTTP/1.1 over a connection already made (e.g. TLS set up by the caller), sending
+    /// `host` as the `Host` header.
+    pub async fn over_stream<S>(stream: S, host: &str) -> Result<Client, BoxError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         Ok(Client {
             sender,
-            host: addr.to_string(),
+            host: host.to_string(),
         })
     }
 

@@ -4,8 +4,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Args;
-use sluice_exchange::{render, ProbeTiming, Template, Version};
+use clap::{Args, ValueEnum};
+use sluice_exchange::{mail_on, render, ProbeTiming, Scenario, Template, Version};
+
+/// Microsoft's load balancing designs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Design {
+    /// TLS terminated at sluice; a route, pool and health check per workload.
+    L7,
+    /// TLS passed through: one server-wide check, or per-workload namespaces routed by SNI
+    /// (`--workload-namespace`); mail services included.
+    L4,
+}
 
 #[derive(Args)]
 pub struct ExchangeArgs {
@@ -42,6 +52,17 @@ pub struct ExchangeArgs {
         default_values = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"]
     )]
     monitoring: Vec<String>,
+    /// The design: l7 (default) or l4.
+    #[arg(long, value_enum, default_value = "l7")]
+    scenario: Design,
+    /// With --scenario l4: a workload's own namespace as WORKLOAD=HOST (e.g.
+    /// activesync=eas.example.com), routed by the TLS server name; repeat for each.
+    #[arg(long = "workload-namespace", value_name = "WORKLOAD=HOST", value_parser = parse_namespace)]
+    workload_namespaces: Vec<(String, String)>,
+    /// Also balance SMTP, IMAP4 and POP3 (always with --scenario l4), on the HTTPS
+    /// listener's address at their standard ports.
+    #[arg(long)]
+    mail: bool,
     /// Write the configuration here instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -60,6 +81,13 @@ fn parse_server(s: &str) -> Result<(String, SocketAddr), String> {
         })
         .map_err(|_| format!("\"{address}\" is not an IP address (with optional :port)"))?;
     Ok((name.to_string(), address))
+}
+
+fn parse_namespace(s: &str) -> Result<(String, String), String> {
+    let (workload, host) = s
+        .split_once('=')
+        .ok_or_else(|| format!("\"{s}\": expected WORKLOAD=HOST, e.g. ews=ews.example.com"))?;
+    Ok((workload.to_ascii_lowercase(), host.to_string()))
 }
 
 pub fn exchange(args: ExchangeArgs) -> ExitCode {
@@ -81,7 +109,23 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         .unwrap_or_default();
     let (cert, key) = match (args.cert, args.key) {
         (Some(c), Some(k)) => (absolute(c)?, absolute(k)?),
+        // Passed through, TLS needs no certificate at sluice.
+        _ if args.scenario == Design::L4 => (PathBuf::new(), PathBuf::new()),
         _ => placeholder_certificate(&dir, &args.namespace)?,
+    };
+    let scenario = match args.scenario {
+        Design::L7 if !args.workload_namespaces.is_empty() => {
+            return Err("--workload-namespace needs --scenario l4".into())
+        }
+        Design::L7 => Scenario::Layer7,
+        Design::L4 => Scenario::Layer4 {
+            namespaces: args.workload_namespaces,
+        },
+    };
+    let mail = if args.mail || args.scenario == Design::L4 {
+        mail_on(args.https_listen.ip())
+    } else {
+        Vec::new()
     };
     let template = Template {
         namespace: args.namespace,
@@ -96,6 +140,8 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         probe: ProbeTiming::default(),
         admin_listen: sluice_exchange::ADMIN_LISTEN,
         admin_token_file: None,
+        scenario,
+        mail,
     };
     let text = render(&template).map_err(|e| e.to_string())?;
     match &args.output {

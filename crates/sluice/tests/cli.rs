@@ -201,6 +201,59 @@ fn init_exchange_writes_a_configuration_that_passes_check_for_every_version() {
 }
 
 #[test]
+fn init_exchange_layer4_writes_sni_routes_and_mail_services_that_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("l4.toml");
+    let init = Command::new(BIN)
+        .args(["init", "exchange", "--namespace", "mail.example.com"])
+        .args(["--server", "cas1=10.0.0.11", "--scenario", "l4"])
+        .args(["--workload-namespace", "owa=mail.example.com"])
+        .args([
+            "--workload-namespace",
+            "ActiveSync=eas.example.com",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(
+        !dir.path().join("mail.example.com.pem").exists(),
+        "passthrough needs no certificate"
+    );
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    // http, exchange and six mail services; two namespace pools and six mail pools.
+    assert!(
+        said.contains("valid (8 services, 8 pools)"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("match = { sni = \"eas.example.com\" }"),
+        "{text}"
+    );
+    let refused = Command::new(BIN)
+        .args(["init", "exchange", "--namespace", "mail.example.com"])
+        .args(["--server", "cas1=10.0.0.11"])
+        .args(["--workload-namespace", "ews=ews.example.com"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("--workload-namespace needs --scenario l4"));
+}
+
+#[test]
 fn init_exchange_refuses_a_malformed_server() {
     let out = Command::new(BIN)
         .args(["init", "exchange", "--namespace", "mail.example.com"])

@@ -93,6 +93,11 @@ fn scenario_drain_for_patching() {
 }
 
 #[test]
+fn scenario_layer4_namespaces() {
+    assert_passes("layer4-namespaces");
+}
+
+#[test]
 fn scenarios_are_listed_and_an_unknown_one_is_refused() {
     let (code, out) = scenario("list");
     assert_eq!(code, Some(0));
@@ -105,6 +110,7 @@ fn scenarios_are_listed_and_an_unknown_one_is_refused() {
         "ews-2010-affinity",
         "outlook-streams",
         "drain-for-patching",
+        "layer4-namespaces",
     ] {
         assert!(out.contains(name), "{name} missing from:\n{out}");
     }

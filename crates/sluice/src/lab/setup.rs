@@ -68,6 +68,8 @@ impl Setting<'_> {
             probe,
             admin_listen: self.admin,
             admin_token_file: Some(self.token.clone()),
+            scenario: sluice_exchange::Scenario::Layer7,
+            mail: Vec::new(),
         }
     }
 

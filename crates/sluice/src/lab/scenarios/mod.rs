@@ -6,6 +6,7 @@ mod component_offline;
 mod drain_for_patching;
 mod ews_2010_affinity;
 mod expect_continue;
+mod layer4_namespaces;
 mod ntlm_isolation;
 mod outlook_streams;
 mod owa_browser;
@@ -27,7 +28,7 @@ struct Scenario {
     title: &'static str,
 }
 
-const SCENARIOS: [Scenario; 8] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario {
         name: "root-probe",
         title: "a health check on / marks every server down after CU6; healthcheck.htm keeps them up",
@@ -55,6 +56,10 @@ const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "outlook-streams",
         title: "an RPC channel pair and a MAPI long poll stay up with bytes flowing both ways",
+    },
+    Scenario {
+        name: "layer4-namespaces",
+        title: "TLS passed through and routed by SNI: OWA out on one server leaves its EWS in",
     },
     Scenario {
         name: "drain-for-patching",
@@ -132,6 +137,7 @@ async fn play(s: &Scenario) -> bool {
         "ews-2010-affinity" => ews_2010_affinity::run(&mut story).await,
         "outlook-streams" => outlook_streams::run(&mut story).await,
         "drain-for-patching" => drain_for_patching::run(&mut story).await,
+        "layer4-namespaces" => layer4_namespaces::run(&mut story).await,
         other => Err(format!("no implementation for {other}")),
     };
     if let Err(e) = outcome {
