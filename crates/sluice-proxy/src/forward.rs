@@ -33,6 +33,8 @@ pub struct ConnCtx {
     pub service: usize,
     pub client: SocketAddr,
     pub tls: bool,
+    /// The server name the client's TLS handshake asked for.
+    pub sni: Option<Arc<str>>,
     /// Header and idle deadlines, tracked on HTTP/1 connections only.
     pub phase: Option<Arc<ConnPhase>>,
     /// The pinned server connection of an HTTP/1 client connection. HTTP/2 connections
@@ -94,6 +96,7 @@ pub async fn handle(
             .map_or("/", |pq| pq.as_str())
             .to_string(),
         proto: version_name(req.version()),
+        sni: ctx.sni.as_deref().map(str::to_string),
         t_headers: first_byte.map(|at| start.saturating_duration_since(at)),
         ..Record::default()
     };

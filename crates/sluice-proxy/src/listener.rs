@@ -152,13 +152,15 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
     let service = &snapshot.config.services[index];
     let timeouts = service.timeouts.clone();
     let tls = snapshot.acceptors[index].clone();
-    let (stream, h2) = match &tls {
-        None => (Stream::Plain(tcp), false),
+    let (stream, h2, sni) = match &tls {
+        None => (Stream::Plain(tcp), false, None),
         Some(acceptor) => {
             match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    (Stream::Tls(Box::new(tls)), h2)
+                    let session = tls.get_ref().1;
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let sni = session.server_name().map(Arc::from);
+                    (Stream::Tls(Box::new(tls)), h2, sni)
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%client, "TLS handshake failed: {e}");
@@ -181,6 +183,7 @@ async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
             service: index,
             client,
             tls: tls.is_some(),
+            sni,
             phase: phase.clone(),
             pins,
             log: ctx.log.clone(),
@@ -265,6 +268,7 @@ impl Conn {
                 service,
                 client: self.ctx.client,
                 tls: self.ctx.tls,
+                sni: self.ctx.sni.clone(),
                 phase: self.ctx.phase.clone(),
                 pins: self.ctx.pins.clone(),
                 log: self.ctx.log.clone(),

@@ -107,20 +107,20 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let (cert, key) = match (args.cert, args.key) {
-        (Some(c), Some(k)) => (absolute(c)?, absolute(k)?),
-        // Passed through, TLS needs no certificate at sluice.
-        _ if args.scenario == Design::L4 => (PathBuf::new(), PathBuf::new()),
-        _ => placeholder_certificate(&dir, &args.namespace)?,
-    };
     let scenario = match args.scenario {
         Design::L7 if !args.workload_namespaces.is_empty() => {
             return Err("--workload-namespace needs --scenario l4".into())
         }
         Design::L7 => Scenario::Layer7,
         Design::L4 => Scenario::Layer4 {
-            namespaces: args.workload_namespaces,
+            namespaces: args.workload_namespaces.clone(),
         },
+    };
+    let (cert, key) = match (args.cert, args.key) {
+        (Some(c), Some(k)) => (absolute(c)?, absolute(k)?),
+        // Passed through, TLS needs no certificate at sluice.
+        _ if args.scenario == Design::L4 => (PathBuf::new(), PathBuf::new()),
+        _ => placeholder_certificate(&dir, &args.namespace)?,
     };
     let mail = if args.mail || args.scenario == Design::L4 {
         mail_on(args.https_listen.ip())

@@ -149,6 +149,79 @@ mod tests {
         );
     }
 
+    /// ClientHellos OpenSSL's client wrote (also the fuzzer's seed corpus).
+    fn seeds() -> [(&'static [u8], Option<&'static str>); 4] {
+        [
+            (
+                include_bytes!("../../../../fuzz/corpus/client_hello/tls13-sni"),
+                Some("mail.example.com"),
+            ),
+            (
+                include_bytes!("../../../../fuzz/corpus/client_hello/tls12-sni"),
+                Some("autodiscover.example.com"),
+            ),
+            (
+                include_bytes!("../../../../fuzz/corpus/client_hello/alpn-h2"),
+                Some("ews.example.com"),
+            ),
+            (
+                include_bytes!("../../../../fuzz/corpus/client_hello/no-sni"),
+                None,
+            ),
+        ]
+    }
+
+    #[test]
+    fn reads_the_hellos_of_another_implementation() {
+        for (hello, sni) in seeds() {
+            assert_eq!(
+                inspect(hello),
+                Some(Hello::Tls {
+                    sni: sni.map(str::to_string)
+                })
+            );
+        }
+    }
+
+    /// A bounded, seeded stand-in for the fuzzer (`fuzz/`), run with every test: mutated
+    /// hellos never panic, and nothing of the size limit or more is waited on.
+    #[test]
+    fn mutated_hellos_never_panic_or_wait_past_the_limit() {
+        let mut x: u64 = 0x5eed;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (hello, _) in seeds() {
+            for _ in 0..3000 {
+                let mut m = hello.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % m.len().max(1);
+                    match next() % 5 {
+                        0 => m[at] ^= 1 << (next() % 8),
+                        1 => m[at] = [0, 0xff, 0x7f, 0x80][(next() % 4) as usize],
+                        2 => m.truncate(at),
+                        3 => m.splice(at..at, m[..at].to_vec()).for_each(drop),
+                        _ => m
+                            .get_mut(3..5)
+                            .into_iter()
+                            .flatten()
+                            .for_each(|b| *b = next() as u8),
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                let _ = inspect(&m);
+                let _ = inspect(&m[..(next() as usize) % (m.len() + 1)]);
+                m.resize(MAX_CLIENT_HELLO, 0);
+                assert!(inspect(&m).is_some(), "waits past the limit");
+            }
+        }
+    }
+
     #[test]
     fn names_what_is_not_a_hello() {
         assert!(matches!(

@@ -108,7 +108,9 @@ async fn several_certificates_are_chosen_by_sni_over_http1_and_http2() {
     }
     let lines = lb.log_lines();
     assert!(
-        lines.iter().any(|l| l.contains("proto=HTTP/2 status=200")),
+        lines
+            .iter()
+            .any(|l| l.contains("proto=HTTP/2 sni=mail.example.com status=200")),
         "{lines:?}"
     );
 }
