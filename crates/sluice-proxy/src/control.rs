@@ -436,40 +436,51 @@ impl Control {
 
     fn spawn_probe(&self, pool: &PoolRt, server: &ServerRt) -> Option<Probing> {
         let check = pool.cfg.health.as_ref()?;
-        let on_check = check_events(self.log.clone(), &pool.cfg.name, &server.cfg.name);
         let connector = probe::connector_for(&pool.cfg, &pool.connector);
         let addr = server.cfg.address;
-        let health = server.live.health.clone();
-        let (interval, timeout) = (check.interval, check.timeout);
         let task = match &check.probe {
-            Probe::Tcp => {
-                let probe = probe::TcpCheck { connector, addr };
-                let run = run_probes(probe, health, interval, timeout, on_check);
-                self.runtime.spawn(run)
-            }
+            Probe::Tcp => self.run_probes(probe::TcpCheck { connector, addr }, pool, server),
             Probe::Http(http) => {
-                let probe = probe::HttpCheck {
-                    connector,
-                    addr,
-                    probe: http.clone(),
-                };
-                let run = run_probes(probe, health, interval, timeout, on_check);
-                self.runtime.spawn(run)
+                let probe = http.clone();
+                self.run_probes(
+                    probe::HttpCheck {
+                        connector,
+                        addr,
+                        probe,
+                    },
+                    pool,
+                    server,
+                )
             }
             Probe::Dialogue(steps) => {
-                let probe = probe::DialogueCheck {
-                    connector,
-                    addr,
-                    steps: steps.clone(),
-                };
-                let run = run_probes(probe, health, interval, timeout, on_check);
-                self.runtime.spawn(run)
+                let steps = steps.clone();
+                self.run_probes(
+                    probe::DialogueCheck {
+                        connector,
+                        addr,
+                        steps,
+                    },
+                    pool,
+                    server,
+                )
             }
-        };
+        }?;
         Some(Probing {
             live: server.live.clone(),
-            task: task.abort_handle(),
+            task,
         })
+    }
+
+    /// Runs `probe` against `server` at its pool's interval until aborted.
+    fn run_probes<P>(&self, probe: P, pool: &PoolRt, server: &ServerRt) -> Option<AbortHandle>
+    where
+        P: sluice_health::Probe + Send + Sync + 'static,
+    {
+        let check = pool.cfg.health.as_ref()?;
+        let on_check = check_events(self.log.clone(), &pool.cfg.name, &server.cfg.name);
+        let health = server.live.health.clone();
+        let run = run_probes(probe, health, check.interval, check.timeout, on_check);
+        Some(self.runtime.spawn(run).abort_handle())
     }
 }
 
