@@ -472,10 +472,12 @@ impl Control {
     }
 
     /// Runs `probe` against `server` at its pool's interval until aborted.
-    fn run_probes<P>(&self, probe: P, pool: &PoolRt, server: &ServerRt) -> Option<AbortHandle>
-    where
-        P: sluice_health::Probe + Send + Sync + 'static,
-    {
+    fn run_probes<P: sluice_health::Probe>(
+        &self,
+        probe: P,
+        pool: &PoolRt,
+        server: &ServerRt,
+    ) -> Option<AbortHandle> {
         let check = pool.cfg.health.as_ref()?;
         let on_check = check_events(self.log.clone(), &pool.cfg.name, &server.cfg.name);
         let health = server.live.health.clone();

@@ -288,14 +288,9 @@ async fn send(
     let mut stale = 0;
     let mut last_error = None;
     while tried.len() < attempts {
-        let picking = Instant::now();
-        let Some(index) = pool.pick(&tried, choice) else {
+        let Some((index, server, active)) = next_server(pool, &tried, choice, record) else {
             break;
         };
-        record.t_wait.get_or_insert(picking.elapsed());
-        let server = pool.servers[index].clone();
-        record.server = Some(server.cfg.name.clone());
-        let active = server.live.begin();
         let connecting = Instant::now();
         let (mut conn, reused) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
             Some(s) => (s, true),
@@ -365,6 +360,23 @@ async fn send(
         }
     }
     Err(gave_up(pool, last_error))
+}
+
+/// The next server to try (never one in `tried`), named in the log line and counted busy
+/// until the guard drops.
+pub(crate) fn next_server(
+    pool: &PoolRt,
+    tried: &[usize],
+    choice: Choice,
+    record: &mut Record,
+) -> Option<(usize, Arc<ServerRt>, ActiveGuard)> {
+    let picking = Instant::now();
+    let index = pool.pick(tried, choice)?;
+    record.t_wait.get_or_insert(picking.elapsed());
+    let server = pool.servers[index].clone();
+    record.server = Some(server.cfg.name.clone());
+    let active = server.live.begin();
+    Some((index, server, active))
 }
 
 /// The error of a request no server took: the last connect failure, unless the failures

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::Record;
 use crate::error::ProxyError;
-use crate::forward::{affinity, gave_up, passive_failure};
+use crate::forward::{affinity, gave_up, next_server, passive_failure};
 use crate::listener::Listening;
 use crate::persistence::Decision;
 use crate::routing::{self, Connection};
@@ -155,15 +155,10 @@ async fn connect(
     let attempts = 1 + pool.cfg.retries as usize;
     let mut tried = Vec::new();
     let mut last_error = None;
-    let picking = Instant::now();
     while tried.len() < attempts {
-        let Some(index) = pool.pick(&tried, choice) else {
+        let Some((index, server, active)) = next_server(pool, &tried, choice, record) else {
             break;
         };
-        record.t_wait.get_or_insert(picking.elapsed());
-        let server = pool.servers[index].clone();
-        record.server = Some(server.cfg.name.clone());
-        let active = server.live.begin();
         let connecting = Instant::now();
         match open(pool, &server).await {
             Ok(stream) => {
