@@ -40,7 +40,26 @@ pub struct Backend {
     tls: Option<TlsAcceptor>,
     hits: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: ServerTask,
+}
+
+/// The task that accepts a lab server's connections and owns them, so stopping it is the
+/// server dying: listener and connections close at once.
+#[derive(Default)]
+pub(crate) struct ServerTask(Mutex<Option<JoinHandle<()>>>);
+
+impl ServerTask {
+    pub(crate) fn set(&self, task: JoinHandle<()>) {
+        *self.0.lock().unwrap() = Some(task);
+    }
+
+    pub(crate) async fn stop(&self) {
+        let task = self.0.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 impl Backend {
@@ -67,7 +86,7 @@ impl Backend {
             tls,
             hits: Arc::default(),
             connections: Arc::default(),
-            task: Mutex::new(None),
+            task: ServerTask::default(),
         };
         backend.spawn(listener);
         backend
@@ -92,7 +111,7 @@ impl Backend {
                 });
             }
         });
-        *self.task.lock().unwrap() = Some(task);
+        self.task.set(task);
     }
 
     /// Requests answered so far.
@@ -107,11 +126,7 @@ impl Backend {
 
     /// Closes the listener and every open connection, as if the server died.
     pub async fn stop(&self) {
-        let task = self.task.lock().unwrap().take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.task.stop().await;
     }
 
     /// Listens again on the same port.

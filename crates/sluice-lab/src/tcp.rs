@@ -4,14 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::listen;
+use crate::backend::{listen, ServerTask};
 
 /// A mail protocol the lab's mail servers speak (their greeting and a few commands).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct TcpServer {
     addr: SocketAddr,
     behaviour: Behaviour,
     connections: Arc<AtomicU64>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: ServerTask,
 }
 
 impl TcpServer {
@@ -101,7 +101,7 @@ impl TcpServer {
             addr: listener.local_addr().expect("bound address"),
             behaviour,
             connections: Arc::default(),
-            task: Mutex::new(None),
+            task: ServerTask::default(),
         };
         server.spawn(listener);
         server
@@ -118,7 +118,7 @@ impl TcpServer {
                 while conns.try_join_next().is_some() {}
             }
         });
-        *self.task.lock().unwrap() = Some(task);
+        self.task.set(task);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -132,11 +132,7 @@ impl TcpServer {
 
     /// Closes the listener and every open connection, as if the server died.
     pub async fn stop(&self) {
-        let task = self.task.lock().unwrap().take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.task.stop().await;
     }
 
     /// Listens again on the same port.
