@@ -34,19 +34,11 @@ impl Hello {
     /// For the access log's `end` field when the connection is not routed.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Hello::Tls { sni: Some(_) } => "sni",
-            Hello::Tls { sni: None } => "no_sni",
+            Hello::Tls { .. } => "client_hello",
             Hello::Malformed(_) => "bad_client_hello",
             Hello::TooLarge => "client_hello_too_large",
             Hello::Closed => "client_closed",
             Hello::TimedOut => "client_hello_timeout",
-        }
-    }
-
-    pub fn sni(&self) -> Option<&str> {
-        match self {
-            Hello::Tls { sni } => sni.as_deref(),
-            _ => None,
         }
     }
 }
@@ -144,8 +136,10 @@ mod tests {
             framed.extend_from_slice(part);
         }
         assert_eq!(
-            inspect(&framed).and_then(|h| h.sni().map(str::to_string)),
-            Some("ews.example.com".into())
+            inspect(&framed),
+            Some(Hello::Tls {
+                sni: Some("ews.example.com".into())
+            })
         );
     }
 

@@ -40,58 +40,46 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Listening) {
         proto: "TCP",
         ..Record::default()
     };
-    let (first_bytes, hello) = if reads_sni(service) {
+    let mut first_bytes = Vec::new();
+    if reads_sni(service) {
         let (bytes, hello) = client_hello::read(&mut client, service.timeouts.client_hello).await;
-        (bytes, Some(hello))
-    } else {
-        (Vec::new(), None)
-    };
-    let outcome = match &hello {
-        // Not TLS, too slow or too large: nothing a server behind an SNI route expects.
-        Some(h @ (Hello::Malformed(_) | Hello::TooLarge | Hello::Closed | Hello::TimedOut)) => {
-            if let Hello::Malformed(why) = h {
-                tracing::info!(client = %peer, service = %service.name, "not a TLS ClientHello: {why}");
+        first_bytes = bytes;
+        match hello {
+            Hello::Tls { sni } => {
+                record.proto = "TLS";
+                record.sni = sni;
             }
-            record.end = h.as_str();
-            None
+            // Not TLS, too large, too slow: nothing a server behind an SNI route expects.
+            unusable => {
+                if let Hello::Malformed(why) = &unusable {
+                    tracing::info!(client = %peer, service = %service.name, "not a TLS ClientHello: {why}");
+                }
+                record.end = unusable.as_str();
+            }
         }
-        _ => Some(
-            session(
-                &snapshot,
-                service,
-                &client,
-                peer,
-                hello,
-                first_bytes,
-                &mut record,
-            )
-            .await,
-        ),
-    };
-    if let Some(Err(e)) = outcome {
-        tracing::debug!(client = %peer, service = %service.name, "not relayed: {e}");
-        record.end = e.end_state();
+    }
+    if record.end.is_empty() {
+        let relayed = session(&snapshot, service, &client, peer, first_bytes, &mut record).await;
+        if let Err(e) = relayed {
+            tracing::debug!(client = %peer, service = %service.name, "not relayed: {e}");
+            record.end = e.end_state();
+        }
     }
     record.t_total = Some(start.elapsed());
     ctx.log.write(&record);
 }
 
-/// Routes, connects and relays a connection whose first bytes (if any) have been read.
+/// Routes (by the server name the record holds, if any), connects and relays a connection
+/// whose first bytes (if any) have been read.
 async fn session(
     snapshot: &Snapshot,
     service: &Service,
     client: &TcpStream,
     peer: SocketAddr,
-    hello: Option<Hello>,
     first_bytes: Vec<u8>,
     record: &mut Record,
 ) -> Result<(), ProxyError> {
-    let sni = hello.as_ref().and_then(Hello::sni);
-    if hello.is_some() {
-        record.proto = "TLS";
-        record.sni = sni.map(str::to_string);
-    }
-    let view = Connection::new(sni, peer.ip());
+    let view = Connection::new(record.sni.as_deref(), peer.ip());
     let (route, pool) =
         routing::select(service, |c| view.holds_all(c)).ok_or(ProxyError::NoRoute)?;
     record.route = route.map(|r| r.name.clone());
