@@ -151,7 +151,11 @@ impl Metrics {
             self.sessions.get_or_create(&labels).inc();
             return;
         }
-        let class = format!("{}xx", r.status / 100);
+        // Status 0: nothing was answered (a connection refused at `max_connections`).
+        let class = match r.status {
+            0 => "none".to_string(),
+            s => format!("{}xx", s / 100),
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 service,

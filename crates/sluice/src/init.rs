@@ -113,7 +113,7 @@ fn write_exchange(args: ExchangeArgs) -> Result<(), String> {
         }
         Design::L7 => Scenario::Layer7,
         Design::L4 => Scenario::Layer4 {
-            namespaces: args.workload_namespaces.clone(),
+            namespaces: args.workload_namespaces,
         },
     };
     let (cert, key) = match (args.cert, args.key) {

@@ -550,3 +550,26 @@ async fn tls_handshake_checks_and_proxy_headers_on_checks() {
         lb.proxy.server_status()
     );
 }
+
+#[tokio::test]
+async fn an_http_service_at_its_connection_limit_closes_the_next_one() {
+    let backend = sluice_lab::Backend::start("b").await;
+    let config = crate::harness::service("p", "max_connections = 1")
+        + &pool("p", &[("b", backend.addr)], "");
+    let lb = start(&config).await;
+    let mut held = sluice_lab::Client::connect(lb.addr).await.unwrap();
+    assert_eq!(held.get("/").await.unwrap().status, 200);
+    let mut second = TcpStream::connect(lb.addr).await.unwrap();
+    let _ = second.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{answer:?}");
+    let line = logged(&lb, "max_connections").await;
+    assert!(line.contains("proto=HTTP"), "{line}");
+    assert!(lb.proxy.control().metrics().contains("class=\"none\""));
+    drop(held);
+    let freed = wait_for(Duration::from_secs(2), || lb.proxy.open_connections() == 0).await;
+    assert!(freed.is_some());
+    let mut again = sluice_lab::Client::connect(lb.addr).await.unwrap();
+    assert_eq!(again.get("/").await.unwrap().status, 200);
+}
