@@ -49,7 +49,25 @@ pub struct Backend {
 pub(crate) struct ServerTask(Mutex<Option<JoinHandle<()>>>);
 
 impl ServerTask {
-    pub(crate) fn set(&self, task: JoinHandle<()>) {
+    /// Accepts on `listener` until stopped, counting each connection in `connections`
+    /// and serving it with `serve` in a task the server owns.
+    pub(crate) fn accept<F, Fut>(
+        &self,
+        listener: TcpListener,
+        connections: Arc<AtomicU64>,
+        serve: F,
+    ) where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::Relaxed);
+                conns.spawn(serve(tcp));
+                while conns.try_join_next().is_some() {}
+            }
+        });
         *self.0.lock().unwrap() = Some(task);
     }
 
@@ -96,22 +114,17 @@ impl Backend {
         let name = self.name.clone();
         let hits = self.hits.clone();
         let tls = self.tls.clone();
-        let connections = self.connections.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                connections.fetch_add(1, Ordering::Relaxed);
+        self.task
+            .accept(listener, self.connections.clone(), move |tcp| {
                 let (name, hits, tls) = (name.clone(), hits.clone(), tls.clone());
-                conns.spawn(async move {
+                async move {
                     let auth = Arc::new(Mutex::new(ConnAuth::default()));
                     let svc = service_fn(move |req| {
                         answer(name.clone(), hits.clone(), auth.clone(), req)
                     });
                     serve_http1(tcp, tls, svc).await;
-                });
-            }
-        });
-        self.task.set(task);
+                }
+            });
     }
 
     /// Requests answered so far.

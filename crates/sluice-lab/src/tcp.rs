@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::backend::{listen, ServerTask};
@@ -109,16 +108,10 @@ impl TcpServer {
 
     fn spawn(&self, listener: TcpListener) {
         let behaviour = self.behaviour.clone();
-        let connections = self.connections.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                connections.fetch_add(1, Ordering::Relaxed);
-                conns.spawn(serve(tcp, behaviour.clone()));
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        self.task.set(task);
+        self.task
+            .accept(listener, self.connections.clone(), move |tcp| {
+                serve(tcp, behaviour.clone())
+            });
     }
 
     pub fn addr(&self) -> SocketAddr {
