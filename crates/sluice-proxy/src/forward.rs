@@ -282,15 +282,10 @@ async fn send(
     record: &mut Record,
     exchange: &Arc<Exchange>,
 ) -> Result<Sent, ProxyError> {
-    let attempts = 1 + pool.cfg.retries as usize;
-    let mut tried: Vec<usize> = Vec::new();
+    let mut attempts = Attempts::new(pool, choice);
     let mut pending = Some(req);
     let mut stale = 0;
-    let mut last_error = None;
-    while tried.len() < attempts {
-        let Some((index, server, active)) = next_server(pool, &tried, choice, record) else {
-            break;
-        };
+    while let Some((index, server, active)) = attempts.next(record) {
         let connecting = Instant::now();
         let (mut conn, reused) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
             Some(s) => (s, true),
@@ -301,12 +296,7 @@ async fn send(
             {
                 Ok(s) => (s, false),
                 Err(reason) => {
-                    passive_failure(pool, &server, &reason);
-                    tried.push(index);
-                    last_error = Some(ProxyError::Connect {
-                        server: server.cfg.name.clone(),
-                        reason,
-                    });
+                    attempts.unreachable(index, &server, reason);
                     continue;
                 }
             },
@@ -336,14 +326,8 @@ async fn send(
                     continue;
                 }
                 if let Some(req) = unsent {
-                    let reason = e.into_error().to_string();
-                    passive_failure(pool, &server, &reason);
-                    tried.push(index);
+                    attempts.unreachable(index, &server, e.into_error().to_string());
                     pending = Some(req);
-                    last_error = Some(ProxyError::Connect {
-                        server: server.cfg.name.clone(),
-                        reason,
-                    });
                     continue;
                 }
                 return Err(ProxyError::ServerFailed {
@@ -359,33 +343,65 @@ async fn send(
             }
         }
     }
-    Err(gave_up(pool, last_error))
+    Err(attempts.gave_up())
 }
 
-/// The next server to try (never one in `tried`), named in the log line and counted busy
-/// until the guard drops.
-pub(crate) fn next_server(
-    pool: &PoolRt,
-    tried: &[usize],
+/// The servers one request (or layer 4 connection) tries in turn: no more than the pool's
+/// retries allow, none twice, and why the last one could not be reached.
+pub(crate) struct Attempts<'p> {
+    pool: &'p PoolRt,
     choice: Choice,
-    record: &mut Record,
-) -> Option<(usize, Arc<ServerRt>, ActiveGuard)> {
-    let picking = Instant::now();
-    let index = pool.pick(tried, choice)?;
-    record.t_wait.get_or_insert(picking.elapsed());
-    let server = pool.servers[index].clone();
-    record.server = Some(server.cfg.name.clone());
-    let active = server.live.begin();
-    Some((index, server, active))
+    tried: Vec<usize>,
+    last_error: Option<ProxyError>,
 }
 
-/// The error of a request no server took: the last connect failure, unless the failures
-/// just seen have taken every server out. Then the pool is down, which the sorry page
-/// says better than a bare 502.
-pub(crate) fn gave_up(pool: &PoolRt, last_error: Option<ProxyError>) -> ProxyError {
-    match last_error {
-        Some(e) if pool.pick(&[], Choice::default()).is_some() => e,
-        _ => ProxyError::NoServer(pool.cfg.name.clone()),
+impl<'p> Attempts<'p> {
+    pub(crate) fn new(pool: &'p PoolRt, choice: Choice) -> Self {
+        Attempts {
+            pool,
+            choice,
+            tried: Vec::new(),
+            last_error: None,
+        }
+    }
+
+    /// The next server to try, named in the log line and counted busy until the guard
+    /// drops; `None` once the retries are spent or no untried server can take it.
+    pub(crate) fn next(
+        &mut self,
+        record: &mut Record,
+    ) -> Option<(usize, Arc<ServerRt>, ActiveGuard)> {
+        if self.tried.len() > self.pool.cfg.retries as usize {
+            return None;
+        }
+        let picking = Instant::now();
+        let index = self.pool.pick(&self.tried, self.choice)?;
+        record.t_wait.get_or_insert(picking.elapsed());
+        let server = self.pool.servers[index].clone();
+        record.server = Some(server.cfg.name.clone());
+        let active = server.live.begin();
+        Some((index, server, active))
+    }
+
+    /// Server `index` could not be reached: that counts against its health, and it is
+    /// not tried again.
+    pub(crate) fn unreachable(&mut self, index: usize, server: &ServerRt, reason: String) {
+        passive_failure(self.pool, server, &reason);
+        self.tried.push(index);
+        self.last_error = Some(ProxyError::Connect {
+            server: server.cfg.name.clone(),
+            reason,
+        });
+    }
+
+    /// The error when no server took it: the last connect failure, unless the failures
+    /// just seen have taken every server out. Then the pool is down, which the sorry page
+    /// says better than a bare 502.
+    pub(crate) fn gave_up(self) -> ProxyError {
+        match self.last_error {
+            Some(e) if self.pool.pick(&[], Choice::default()).is_some() => e,
+            _ => ProxyError::NoServer(self.pool.cfg.name.clone()),
+        }
     }
 }
 
@@ -418,7 +434,7 @@ where
 /// A connection failure seen in live traffic counts against the server's health. Only
 /// pools with a health check take it into account: without probes nothing would bring
 /// the server back.
-pub(crate) fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
+fn passive_failure(pool: &PoolRt, server: &ServerRt, reason: &str) {
     tracing::warn!(pool = %pool.cfg.name, server = %server.cfg.name, "connection failed: {reason}");
     if pool.cfg.health.is_some() {
         if let Some(sluice_health::Transition::WentDown) =

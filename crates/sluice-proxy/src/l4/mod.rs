@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::access_log::Record;
 use crate::error::ProxyError;
-use crate::forward::{affinity, gave_up, next_server, passive_failure};
+use crate::forward::{affinity, Attempts};
 use crate::listener::Listening;
 use crate::persistence::Decision;
 use crate::routing::{self, Connection};
@@ -140,13 +140,8 @@ async fn connect(
 ) -> Result<(Arc<ServerRt>, TcpStream, ActiveGuard), ProxyError> {
     let now = Instant::now();
     let (sticky, choice) = affinity(pool, &mut HeaderMap::new(), peer.ip(), now)?;
-    let attempts = 1 + pool.cfg.retries as usize;
-    let mut tried = Vec::new();
-    let mut last_error = None;
-    while tried.len() < attempts {
-        let Some((index, server, active)) = next_server(pool, &tried, choice, record) else {
-            break;
-        };
+    let mut attempts = Attempts::new(pool, choice);
+    while let Some((index, server, active)) = attempts.next(record) {
         let connecting = Instant::now();
         match open(pool, &server).await {
             Ok(stream) => {
@@ -157,17 +152,10 @@ async fn connect(
                 }
                 return Ok((server, stream, active));
             }
-            Err(reason) => {
-                passive_failure(pool, &server, &reason);
-                tried.push(index);
-                last_error = Some(ProxyError::Connect {
-                    server: server.cfg.name.clone(),
-                    reason,
-                });
-            }
+            Err(reason) => attempts.unreachable(index, &server, reason),
         }
     }
-    Err(gave_up(pool, last_error))
+    Err(attempts.gave_up())
 }
 
 async fn open(pool: &PoolRt, server: &ServerRt) -> Result<TcpStream, String> {
