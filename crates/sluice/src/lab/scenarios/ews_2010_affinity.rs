@@ -6,35 +6,20 @@
 
 use sluice_emulator::{ews, Version};
 use sluice_lab::client::full;
-use sluice_proxy::AccessLog;
 
-use super::{array, fail, shipped, Story, PROBE};
-use crate::lab::setup::{Lab, Ports, Setting};
+use super::{array, fail, one_pool, shipped, Story};
+use crate::lab::setup::Lab;
 
 const VERSIONS: [Version; 2] = [Version::V2010, Version::V2010];
 const POLLS: usize = 10;
 const EWS: &str = "/EWS/Exchange.asmx";
 
-/// One round-robin EWS pool, without persistence.
-fn round_robin(s: &Setting) -> Result<String, String> {
-    let health = format!(
-        "kind = \"tcp\"\ninterval = \"{}ms\"",
-        PROBE.interval.as_millis()
-    );
-    Ok(s.one_pool("ews", &health))
-}
-
 pub async fn run(story: &mut Story) -> Result<(), String> {
     story.say(format!(
         "Two Exchange 2010 servers. A client subscribes to new-mail events, then polls {POLLS} times, each on a new connection, first through plain round robin:"
     ));
-    let lab = Lab::start(
-        array(&VERSIONS)?,
-        Ports::ANY,
-        round_robin,
-        AccessLog::disabled(),
-    )
-    .await?;
+    // One round-robin EWS pool, without persistence.
+    let lab = one_pool(array(&VERSIONS)?, "ews", "kind = \"tcp\"").await?;
     let (lost, _) = subscribe_and_poll(&lab).await?;
     story.check(
         lost > 0,

@@ -201,6 +201,19 @@ pub async fn shipped(array: Array) -> Result<Lab, String> {
     .await
 }
 
+/// sluice with an administrator's own one-pool configuration in front of `array` (see
+/// `Setting::one_pool`): `health` is its `[pool.health]`, probed at the scenarios' pace.
+pub async fn one_pool(array: Array, pool: &str, health: &str) -> Result<Lab, String> {
+    let health = format!("{health}\ninterval = \"{}ms\"", PROBE.interval.as_millis());
+    Lab::start(
+        array,
+        Ports::ANY,
+        |s| Ok(s.one_pool(pool, &health)),
+        AccessLog::disabled(),
+    )
+    .await
+}
+
 /// A string error for `?` on anything displayable.
 pub fn fail(e: impl Display) -> String {
     e.to_string()

@@ -6,33 +6,19 @@
 
 use http::StatusCode;
 use sluice_emulator::Version;
-use sluice_proxy::AccessLog;
 
 use super::owa_browser::Browser;
-use super::{array, fail, shipped, Story, PROBE};
-use crate::lab::setup::{Lab, Ports, Setting};
+use super::{array, fail, one_pool, shipped, Story};
+use crate::lab::setup::Lab;
 
 const VERSIONS: [Version; 3] = [Version::V2016, Version::V2016, Version::V2013];
 const PAGES: usize = 50;
 
-/// One round-robin pool for everything, without persistence.
-fn round_robin(s: &Setting) -> Result<String, String> {
-    let health = format!(
-        "path = \"/owa/healthcheck.htm\"\ninterval = \"{}ms\"",
-        PROBE.interval.as_millis()
-    );
-    Ok(s.one_pool("exchange", &health))
-}
-
 pub async fn run(story: &mut Story) -> Result<(), String> {
     story.say("Two 2016 servers and one 2013. A user logs in to OWA and opens 50 pages and calls, first through plain round robin:");
-    let lab = Lab::start(
-        array(&VERSIONS)?,
-        Ports::ANY,
-        round_robin,
-        AccessLog::disabled(),
-    )
-    .await?;
+    // One round-robin pool for everything, without persistence.
+    let health = "path = \"/owa/healthcheck.htm\"";
+    let lab = one_pool(array(&VERSIONS)?, "exchange", health).await?;
     let plain = browse(&lab).await?;
     story.check(
         plain.timeouts > 0,

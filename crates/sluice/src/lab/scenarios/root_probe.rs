@@ -4,36 +4,21 @@
 
 use sluice_emulator::Version;
 use sluice_lab::Client;
-use sluice_proxy::AccessLog;
 
-use super::{array, fail, shipped, Story, NOTICE, PROBE};
-use crate::lab::setup::{Lab, Ports, Setting};
+use super::{array, fail, one_pool, shipped, Story, NOTICE, PROBE};
 
 const VERSIONS: [Version; 3] = [Version::V2016, Version::V2016, Version::V2013];
-
-/// What an administrator wrote before CU6: one pool, probing `/` for a 200.
-fn probe_on_root(s: &Setting) -> Result<String, String> {
-    Ok(s.one_pool(
-        "exchange",
-        &format!(
-            "path = \"/\"\nexpect_status = 200\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\nrise = 2\nfall = 3",
-            PROBE.interval.as_millis(),
-            PROBE.timeout.as_millis()
-        ),
-    ))
-}
 
 pub async fn run(story: &mut Story) -> Result<(), String> {
     story.say(
         "Three servers (2016, 2016, 2013), all healthy. First a pool that probes `/` for 200:",
     );
-    let lab = Lab::start(
-        array(&VERSIONS)?,
-        Ports::ANY,
-        probe_on_root,
-        AccessLog::disabled(),
-    )
-    .await?;
+    // What an administrator wrote before CU6: one pool, probing `/` for a 200.
+    let on_root = format!(
+        "path = \"/\"\nexpect_status = 200\ntimeout = \"{}ms\"\nrise = 2\nfall = 3",
+        PROBE.timeout.as_millis()
+    );
+    let lab = one_pool(array(&VERSIONS)?, "exchange", &on_root).await?;
     let all_down = lab
         .wait_for(NOTICE, |lab| {
             lab.proxy.server_status().iter().all(|s| !s.up)
