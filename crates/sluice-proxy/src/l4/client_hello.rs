@@ -15,11 +15,13 @@ use tokio::net::TcpStream;
 /// about 1.8 KiB; a few KiB of extensions is already generous).
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
-/// What the first bytes of a connection turned out to be.
+/// What the first bytes of a connection turned out to be: a complete ClientHello with
+/// the server name it asked for, if any, or why there is none to route by.
+pub type Hello = Result<Option<String>, Unusable>;
+
+/// Why a connection brought no usable ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hello {
-    /// A complete ClientHello, with the server name it asked for, if any.
-    Tls { sni: Option<String> },
+pub enum Unusable {
     /// Not a TLS ClientHello, or a malformed one.
     Malformed(String),
     /// The limit passed before a complete ClientHello arrived.
@@ -30,15 +32,14 @@ pub enum Hello {
     TimedOut,
 }
 
-impl Hello {
-    /// For the access log's `end` field when the connection is not routed.
+impl Unusable {
+    /// The access log's `end` field.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Hello::Tls { .. } => "client_hello",
-            Hello::Malformed(_) => "bad_client_hello",
-            Hello::TooLarge => "client_hello_too_large",
-            Hello::Closed => "client_closed",
-            Hello::TimedOut => "client_hello_timeout",
+            Unusable::Malformed(_) => "bad_client_hello",
+            Unusable::TooLarge => "client_hello_too_large",
+            Unusable::Closed => "client_closed",
+            Unusable::TimedOut => "client_hello_timeout",
         }
     }
 }
@@ -51,19 +52,17 @@ pub fn inspect(received: &[u8]) -> Option<Hello> {
         match acceptor.read_tls(&mut rest) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) => return Some(Hello::Malformed(e.to_string())),
+            Err(e) => return Some(Err(Unusable::Malformed(e.to_string()))),
         }
     }
     match acceptor.accept() {
-        Ok(None) if received.len() >= MAX_CLIENT_HELLO => Some(Hello::TooLarge),
+        Ok(None) if received.len() >= MAX_CLIENT_HELLO => Some(Err(Unusable::TooLarge)),
         Ok(None) => None,
-        Ok(Some(accepted)) => Some(Hello::Tls {
-            sni: accepted
-                .client_hello()
-                .server_name()
-                .map(str::to_ascii_lowercase),
-        }),
-        Err((e, _)) => Some(Hello::Malformed(e.to_string())),
+        Ok(Some(accepted)) => Some(Ok(accepted
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase))),
+        Err((e, _)) => Some(Err(Unusable::Malformed(e.to_string()))),
     }
 }
 
@@ -76,7 +75,7 @@ pub async fn read(client: &mut TcpStream, limit: Duration) -> (Vec<u8>, Hello) {
         loop {
             let room = MAX_CLIENT_HELLO - received.len();
             let n = match client.read(&mut chunk[..room.min(4096)]).await {
-                Ok(0) | Err(_) => return Hello::Closed,
+                Ok(0) | Err(_) => return Err(Unusable::Closed),
                 Ok(n) => n,
             };
             received.extend_from_slice(&chunk[..n]);
@@ -87,7 +86,7 @@ pub async fn read(client: &mut TcpStream, limit: Duration) -> (Vec<u8>, Hello) {
     };
     let hello = tokio::time::timeout(limit, reading)
         .await
-        .unwrap_or(Hello::TimedOut);
+        .unwrap_or(Err(Unusable::TimedOut));
     (received, hello)
 }
 
@@ -108,12 +107,7 @@ mod tests {
     #[test]
     fn reads_the_server_name_of_a_complete_hello() {
         let hello = client_hello("Mail.Example.com");
-        assert_eq!(
-            inspect(&hello),
-            Some(Hello::Tls {
-                sni: Some("mail.example.com".into())
-            })
-        );
+        assert_eq!(inspect(&hello), Some(Ok(Some("mail.example.com".into()))));
     }
 
     #[test]
@@ -135,12 +129,7 @@ mod tests {
             framed.extend_from_slice(&(part.len() as u16).to_be_bytes());
             framed.extend_from_slice(part);
         }
-        assert_eq!(
-            inspect(&framed),
-            Some(Hello::Tls {
-                sni: Some("ews.example.com".into())
-            })
-        );
+        assert_eq!(inspect(&framed), Some(Ok(Some("ews.example.com".into()))));
     }
 
     /// ClientHellos OpenSSL's client wrote (also the fuzzer's seed corpus).
@@ -168,12 +157,7 @@ mod tests {
     #[test]
     fn reads_the_hellos_of_another_implementation() {
         for (hello, sni) in seeds() {
-            assert_eq!(
-                inspect(hello),
-                Some(Hello::Tls {
-                    sni: sni.map(str::to_string)
-                })
-            );
+            assert_eq!(inspect(hello), Some(Ok(sni.map(str::to_string))));
         }
     }
 
@@ -220,11 +204,11 @@ mod tests {
     fn names_what_is_not_a_hello() {
         assert!(matches!(
             inspect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(Hello::Malformed(_))
+            Some(Err(Unusable::Malformed(_)))
         ));
         assert!(matches!(
             inspect(b"EHLO client.example.com\r\n"),
-            Some(Hello::Malformed(_))
+            Some(Err(Unusable::Malformed(_)))
         ));
         // A handshake record whose message claims more than the limit.
         let mut huge = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];

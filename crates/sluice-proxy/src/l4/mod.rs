@@ -7,7 +7,7 @@ mod client_hello;
 pub mod proxy_protocol;
 mod relay;
 
-pub use client_hello::{inspect as inspect_client_hello, Hello, MAX_CLIENT_HELLO};
+pub use client_hello::{inspect as inspect_client_hello, Hello, Unusable, MAX_CLIENT_HELLO};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,13 +45,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Listening) {
         let (bytes, hello) = client_hello::read(&mut client, service.timeouts.client_hello).await;
         first_bytes = bytes;
         match hello {
-            Hello::Tls { sni } => {
+            Ok(sni) => {
                 record.proto = "TLS";
                 record.sni = sni;
             }
             // Not TLS, too large, too slow: nothing a server behind an SNI route expects.
-            unusable => {
-                if let Hello::Malformed(why) = &unusable {
+            Err(unusable) => {
+                if let Unusable::Malformed(why) = &unusable {
                     tracing::info!(client = %peer, service = %service.name, "not a TLS ClientHello: {why}");
                 }
                 record.end = unusable.as_str();
