@@ -111,16 +111,12 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
 /// Serves a new connection in its own task, unless its service is at `max_connections`:
 /// then it is closed at once (and logged), before it costs anything.
 fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
-    let (mode, limit) = {
-        let snapshot = ctx.snapshot.load();
-        let Some(service) = snapshot
-            .service_index(&ctx.service)
-            .map(|i| &snapshot.config.services[i])
-        else {
-            return;
-        };
-        (service.mode, service.max_connections)
+    let snapshot = ctx.snapshot.load_full();
+    let Some(index) = snapshot.service_index(&ctx.service) else {
+        return;
     };
+    let service = &snapshot.config.services[index];
+    let (mode, limit) = (service.mode, service.max_connections);
     if limit.is_some_and(|max| ctx.service_tracker.open() >= max as usize) {
         ctx.log.write(&Record {
             time: Some(std::time::SystemTime::now()),
@@ -136,19 +132,23 @@ fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
     let guards = (ctx.tracker.enter(), ctx.service_tracker.enter());
     tokio::spawn(async move {
         match mode {
-            Mode::Http => serve(tcp, client, ctx).await,
-            Mode::Tcp => crate::l4::serve(tcp, client, ctx).await,
+            Mode::Http => serve(tcp, client, ctx, snapshot, index).await,
+            Mode::Tcp => crate::l4::serve(tcp, client, ctx, &snapshot, index).await,
         }
         drop(guards);
     });
 }
 
-async fn serve(tcp: TcpStream, client: SocketAddr, ctx: Listening) {
+/// Serves an HTTP connection of service `index` of `snapshot`, the generation it was
+/// accepted under.
+async fn serve(
+    tcp: TcpStream,
+    client: SocketAddr,
+    ctx: Listening,
+    snapshot: Arc<Snapshot>,
+    index: usize,
+) {
     let _ = tcp.set_nodelay(true);
-    let snapshot = ctx.snapshot.load_full();
-    let Some(index) = snapshot.service_index(&ctx.service) else {
-        return;
-    };
     let service = &snapshot.config.services[index];
     let timeouts = service.timeouts.clone();
     let tls = snapshot.acceptors[index].clone();

@@ -25,12 +25,15 @@ use crate::persistence::Decision;
 use crate::routing::{self, Connection};
 use crate::state::{ActiveGuard, PoolRt, ServerRt, Snapshot};
 
-/// Serves one client connection of a tcp service until it closes.
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Listening) {
-    let snapshot = ctx.snapshot.load_full();
-    let Some(index) = snapshot.service_index(&ctx.service) else {
-        return;
-    };
+/// Serves one client connection of tcp service `index` of `snapshot` (the generation it
+/// was accepted under) until it closes.
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ctx: Listening,
+    snapshot: &Snapshot,
+    index: usize,
+) {
     let service = &snapshot.config.services[index];
     let start = Instant::now();
     let mut record = Record {
@@ -59,7 +62,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Listening) {
         }
     }
     if record.end.is_empty() {
-        let relayed = session(&snapshot, service, &client, peer, first_bytes, &mut record).await;
+        let relayed = session(snapshot, service, &client, peer, first_bytes, &mut record).await;
         if let Err(e) = relayed {
             tracing::debug!(client = %peer, service = %service.name, "not relayed: {e}");
             record.end = e.end_state();
