@@ -110,6 +110,10 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             }
             Some(secret.to_string())
         }),
+        workers: t
+            .get("workers")
+            .and_then(|f| f.int_in(r, 1, 1024))
+            .map(|n| n as usize),
     };
     t.finish(r);
     g

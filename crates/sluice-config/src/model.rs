@@ -32,6 +32,9 @@ pub struct Global {
     /// Keys the persistence cookie's server ids. Without it a random key is made at start,
     /// so cookies do not survive a restart or work across several instances.
     pub persistence_secret: Option<String>,
+    /// Threads that carry traffic; `None` is one per CPU. Read at start only: a reload
+    /// cannot resize the running thread pool.
+    pub workers: Option<usize>,
 }
 
 impl Default for Global {
@@ -41,6 +44,7 @@ impl Default for Global {
             access_log: true,
             access_log_format: LogFormat::Logfmt,
             persistence_secret: None,
+            workers: None,
         }
     }
 }
