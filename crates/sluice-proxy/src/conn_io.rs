@@ -6,17 +6,30 @@
 //! The wrapper sits between the socket and hyper. It knows whether a request is in
 //! progress from [`RequestPhase`] guards, which the request handler holds from the moment
 //! hyper hands over a request until its response body is done.
+//!
+//! It also asks for an idle keep-alive connection to be parked: after [`PARK_AFTER`]
+//! without a byte of a new request it signals [`ConnPhase::parked`], the listener ends
+//! hyper's connection (freeing its buffers) and waits for the socket to become readable
+//! with nothing but the socket held.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Sleep;
+
+use crate::sync::lock;
+
+/// How long a keep-alive connection waits for its next request before it is parked.
+/// Long enough that a busy connection keeps its buffers from one request to the next.
+pub const PARK_AFTER: Duration = Duration::from_millis(200);
 
 const TIMEOUT_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\n\
 Content-Length: 24\r\nConnection: close\r\n\r\nrequest header timed out";
@@ -29,6 +42,11 @@ pub struct ConnPhase {
     /// (0 = none yet).
     first_byte_us: AtomicU64,
     requests: AtomicU64,
+    /// Signalled once an idle keep-alive connection has waited [`PARK_AFTER`].
+    pub parked: Notify,
+    /// hyper's read, when it last found nothing during a request: woken when the request
+    /// ends, so that the idle deadlines start then rather than at the client's next byte.
+    reader: Mutex<Option<Waker>>,
 }
 
 impl ConnPhase {
@@ -38,7 +56,18 @@ impl ConnPhase {
             in_request: AtomicBool::new(false),
             first_byte_us: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            parked: Notify::new(),
+            reader: Mutex::new(None),
         })
+    }
+
+    /// Requests begun on the connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn in_request(&self) -> bool {
+        self.in_request.load(Ordering::Acquire)
     }
 
     /// Marks a request as in progress until the returned guard drops. Returns when the
@@ -76,6 +105,9 @@ impl Drop for RequestPhase {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
             p.in_request.store(false, Ordering::Release);
+            if let Some(reader) = lock(&p.reader).take() {
+                reader.wake();
+            }
         }
     }
 }
@@ -97,6 +129,10 @@ pub struct PhaseIo<T> {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Whether bytes of the awaited request have arrived.
     receiving: bool,
+    /// Whether the deadline armed is the park point rather than `client_idle`.
+    parking: bool,
+    /// Bytes hyper had read but not used when its connection was parked: read first.
+    replay: Bytes,
     on_timeout: Option<Box<dyn FnOnce(WaitTimeout) + Send>>,
 }
 
@@ -115,8 +151,28 @@ impl<T> PhaseIo<T> {
             client_idle,
             deadline: None,
             receiving: false,
+            parking: false,
+            replay: Bytes::new(),
             on_timeout: Some(on_timeout),
         }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Ready for the next hyper connection after parking, with the bytes the last one
+    /// had read ahead.
+    pub fn unpark(&mut self, read_ahead: Bytes) {
+        // A copy: the bytes hyper hands back keep its whole read buffer alive.
+        self.replay = Bytes::copy_from_slice(&read_ahead);
+        self.deadline = None;
+        self.receiving = !self.replay.is_empty();
+    }
+
+    /// The idle wait that is left once the connection is parked.
+    pub fn idle_after_park(&self) -> Duration {
+        self.client_idle.saturating_sub(PARK_AFTER)
     }
 
     fn arm(&mut self, after: Duration) {
@@ -135,17 +191,33 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         if this.phase.in_request.load(Ordering::Acquire) {
             this.deadline = None;
             this.receiving = false;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if polled.is_pending() {
+                let mut reader = lock(&this.phase.reader);
+                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *reader = Some(cx.waker().clone());
+                }
+            }
+            return polled;
         }
         if this.deadline.is_none() {
             // The first request must arrive whole within the header deadline; later ones
             // may be preceded by an idle pause.
-            let first = this.phase.requests.load(Ordering::Relaxed) == 0;
+            let first = this.phase.requests() == 0;
+            this.parking = !first && PARK_AFTER < this.client_idle;
             this.arm(if first {
                 this.request_header
+            } else if this.parking {
+                PARK_AFTER
             } else {
                 this.client_idle
             });
@@ -155,6 +227,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
         if let Poll::Ready(Ok(())) = &polled {
             if buf.filled().len() > before && !this.receiving {
                 this.receiving = true;
+                this.parking = false;
                 this.phase.mark_first_byte();
                 this.arm(this.request_header);
             }
@@ -168,6 +241,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             .is_some_and(|d| d.as_mut().poll(cx).is_ready());
         if !expired {
             return Poll::Pending;
+        }
+        if this.parking && !this.receiving {
+            // The listener parks the connection; should it not, the idle limit still holds.
+            this.parking = false;
+            this.phase.parked.notify_one();
+            this.arm(this.client_idle - PARK_AFTER);
+            return self.as_mut().poll_read(cx, buf);
         }
         let what = if this.receiving {
             WaitTimeout::Header

@@ -7,19 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use sluice_config::Mode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::access_log::{AccessLog, Record};
+use crate::body::ProxyBody;
 use crate::conn_io::{ConnPhase, PhaseIo, WaitTimeout};
 use crate::forward::{handle, ConnCtx};
 use crate::pinning::PinSlot;
 use crate::state::Snapshot;
-use crate::stream::Stream;
+use crate::stream::{ClientStream, Stream};
 
 /// Binds with SO_REUSEADDR; IPv6 sockets are IPv6-only so `[::]:443` and `0.0.0.0:443`
 /// can both be listed.
@@ -130,11 +135,16 @@ fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
     }
     let ctx = ctx.clone();
     let guards = (ctx.tracker.enter(), ctx.service_tracker.enter());
+    // Built here and boxed, not in the task's own future: the task of a parked
+    // connection should not carry room for the other mode's session.
+    let session: Pin<Box<dyn Future<Output = ()> + Send>> = match mode {
+        Mode::Http => Box::pin(serve(tcp, client, ctx, snapshot, index)),
+        Mode::Tcp => Box::pin(async move {
+            crate::l4::serve(tcp, client, ctx, &snapshot, index).await;
+        }),
+    };
     tokio::spawn(async move {
-        match mode {
-            Mode::Http => serve(tcp, client, ctx, snapshot, index).await,
-            Mode::Tcp => crate::l4::serve(tcp, client, ctx, &snapshot, index).await,
-        }
+        session.await;
         drop(guards);
     });
 }
@@ -155,7 +165,12 @@ async fn serve(
     let (stream, h2, sni) = match &tls {
         None => (Stream::Plain(tcp), false, None),
         Some(acceptor) => {
-            match tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(tcp)).await {
+            // Boxed: the handshake's state is large and over once it is done.
+            let handshake = Box::pin(tokio::time::timeout(
+                timeouts.tls_handshake,
+                acceptor.accept(tcp),
+            ));
+            match handshake.await {
                 Ok(Ok(tls)) => {
                     let session = tls.get_ref().1;
                     let h2 = session.alpn_protocol() == Some(b"h2");
@@ -190,56 +205,142 @@ async fn serve(
         }),
     };
     let report = timeout_reporter(&conn.ctx);
-    let io: Box<dyn Io> = match phase {
-        Some(phase) => Box::new(PhaseIo::new(
-            stream,
-            phase,
-            timeouts.request_header,
-            timeouts.client_idle,
-            report,
-        )),
-        None => Box::new(stream),
+    // Boxed, so that the per-request future is Unpin, which parking needs.
+    let svc = service_fn(move |req| Box::pin(handle(conn.for_request(), req)));
+    let ends = Ends {
+        shutdown: ctx.shutdown.clone(),
+        pin_lost,
     };
-    let svc = service_fn(move |req| handle(conn.for_request(), req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let result = match phase {
+        Some(phase) => {
+            let io = PhaseIo::new(
+                stream,
+                phase.clone(),
+                timeouts.request_header,
+                timeouts.client_idle,
+                report,
+            );
+            serve_http1(io, &phase, svc, ends).await
+        }
+        None => serve_http2(stream, svc, ends).await,
+    };
+    if let Err(e) = result {
+        log_connection_error(&ctx.log, &service.name, client, &e);
+    }
+}
+
+/// What ends a connection at its next safe point, other than the client.
+struct Ends {
+    shutdown: watch::Receiver<bool>,
+    /// Signalled when the server connection a client is pinned to is lost.
+    pin_lost: Option<Arc<Notify>>,
+}
+
+impl Ends {
+    async fn wait(&mut self) {
+        let Ends { shutdown, pin_lost } = self;
+        let lost = async {
+            match pin_lost {
+                Some(lost) => lost.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = lost => tracing::debug!("pinned server connection closed; closing the client's"),
+        }
+    }
+}
+
+/// Serves HTTP/1.1 until the client leaves. A connection idle for [`crate::conn_io::PARK_AFTER`] is
+/// parked: hyper's connection (and its buffers) is ended without closing the socket,
+/// and a new one is started when the next request's bytes arrive.
+async fn serve_http1<S>(
+    mut io: PhaseIo<ClientStream>,
+    phase: &ConnPhase,
+    mut svc: S,
+    mut ends: Ends,
+) -> hyper::Result<()>
+where
+    S: HttpService<Incoming, ResBody = ProxyBody, Error = h2::Error> + Unpin,
+    S::Future: Unpin,
+{
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .preserve_header_case(true)
         .header_read_timeout(None)
         .timer(TokioTimer::new());
+    loop {
+        // Boxed: a parked connection's task holds none of hyper's state.
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
+        let park = loop {
+            tokio::select! {
+                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                    r?;
+                    break false;
+                }
+                _ = phase.parked.notified() => {
+                    if phase.in_request() {
+                        continue;
+                    }
+                    // Idle: hyper ends at once, leaving the socket open. Had a request
+                    // begun after all, hyper finishes it with `Connection: close`.
+                    let requests = phase.requests();
+                    Pin::new(conn.as_mut()).graceful_shutdown();
+                    poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+                    break phase.requests() == requests;
+                }
+                _ = ends.wait() => {
+                    Pin::new(conn.as_mut()).graceful_shutdown();
+                    poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+                    break false;
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        svc = parts.service;
+        if !park {
+            close(&mut io).await;
+            return Ok(());
+        }
+        tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
+        io.unpark(parts.read_buf);
+        let waited = tokio::select! {
+            readable = io.get_ref().readable() => readable.is_ok(),
+            _ = tokio::time::sleep(io.idle_after_park()) => false,
+            _ = ends.wait() => false,
+        };
+        if !waited {
+            close(&mut io).await;
+            return Ok(());
+        }
+    }
+}
+
+/// Ends a connection the way hyper would: TLS `close_notify`, then FIN.
+async fn close(io: &mut PhaseIo<ClientStream>) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+async fn serve_http2<S>(stream: ClientStream, svc: S, mut ends: Ends) -> hyper::Result<()>
+where
+    S: HttpService<Incoming, ResBody = ProxyBody, Error = h2::Error>,
+    S::Future: Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    let mut shutdown = ctx.shutdown.clone();
-    let pin_lost = async {
-        match pin_lost {
-            Some(lost) => lost.notified().await,
-            None => std::future::pending().await,
-        }
-    };
-    let result = tokio::select! {
+    tokio::select! {
         r = conn.as_mut() => r,
-        // Either way the connection ends once its request in progress (if any) is done.
-        _ = shutdown.changed() => {
+        _ = ends.wait() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        _ = pin_lost => {
-            tracing::debug!(%client, "pinned server connection closed; closing the client's");
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        log_connection_error(&ctx.log, &service.name, client, e.as_ref());
     }
 }
 
@@ -277,9 +378,6 @@ impl Conn {
         }
     }
 }
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Logs a header deadline that passed as a request that ended in 408.
 fn timeout_reporter(ctx: &Arc<ConnCtx>) -> Box<dyn FnOnce(WaitTimeout) + Send> {

@@ -71,3 +71,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
         }
     }
 }
+
+/// A client's connection as the listener serves it.
+pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
+
+impl ClientStream {
+    /// Returns when the socket has bytes (or an end) to read.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.readable().await,
+            Stream::Tls(s) => s.get_ref().0.readable().await,
+        }
+    }
+}

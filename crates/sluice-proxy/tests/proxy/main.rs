@@ -6,6 +6,7 @@ mod errors;
 mod expect;
 mod harness;
 mod health;
+mod keepalive;
 mod layer4;
 mod operations;
 mod persistence;
