@@ -73,7 +73,9 @@ def hold_idle(port: int, count: int, while_held) -> dict:
         ready, release = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(_hold(port, count, ready, release))
         await ready.wait()
-        await asyncio.sleep(1.0)  # let the balancer settle after the last answer
+        # Let the balancer settle after the last answer: sluice parks a connection idle
+        # for 200 ms and its allocator hands freed pages back about a second later.
+        await asyncio.sleep(3.0)
         measured = while_held()
         release.set()
         result = await task

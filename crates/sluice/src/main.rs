@@ -12,6 +12,12 @@ use clap::{Parser, Subcommand};
 use sluice_admin::AdminServer;
 use sluice_proxy::{AccessLog, Control, Proxy};
 
+/// jemalloc hands pages freed after a burst of connections back to the system from a
+/// background thread (see `.cargo/config.toml`); glibc's allocator keeps them, so a
+/// thousand connections that went idle would go on costing what they cost while busy.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
