@@ -197,7 +197,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             this.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
-        if this.phase.in_request.load(Ordering::Acquire) {
+        if this.phase.in_request() {
             this.deadline = None;
             this.receiving = false;
             let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -246,7 +246,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             // The listener parks the connection; should it not, the idle limit still holds.
             this.parking = false;
             this.phase.parked.notify_one();
-            this.arm(this.client_idle - PARK_AFTER);
+            this.arm(this.idle_after_park());
             return self.as_mut().poll_read(cx, buf);
         }
         let what = if this.receiving {

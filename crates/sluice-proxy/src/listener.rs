@@ -1,15 +1,14 @@
 //! Accepting clients: bind, accept, TLS handshake (ALPN picks HTTP/2 or HTTP/1.1), then
 //! serve the connection with hyper until it ends or shutdown asks it to finish.
 
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
@@ -252,9 +251,10 @@ impl Ends {
     }
 }
 
-/// Serves HTTP/1.1 until the client leaves. A connection idle for [`crate::conn_io::PARK_AFTER`] is
-/// parked: hyper's connection (and its buffers) is ended without closing the socket,
-/// and a new one is started when the next request's bytes arrive.
+/// Serves HTTP/1.1 until the client leaves. A connection idle for
+/// [`crate::conn_io::PARK_AFTER`] is parked: hyper's connection (and its buffers) is ended
+/// without closing the socket, and a new one is started when the next request's bytes
+/// arrive.
 async fn serve_http1<S>(
     mut io: PhaseIo<ClientStream>,
     phase: &ConnPhase,
@@ -274,7 +274,7 @@ where
         // Boxed: a parked connection's task holds none of hyper's state.
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
         let park = loop {
-            tokio::select! {
+            let park = tokio::select! {
                 r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                     r?;
                     break false;
@@ -283,35 +283,30 @@ where
                     if phase.in_request() {
                         continue;
                     }
-                    // Idle: hyper ends at once, leaving the socket open. Had a request
-                    // begun after all, hyper finishes it with `Connection: close`.
-                    let requests = phase.requests();
-                    Pin::new(conn.as_mut()).graceful_shutdown();
-                    poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-                    break phase.requests() == requests;
+                    true
                 }
-                _ = ends.wait() => {
-                    Pin::new(conn.as_mut()).graceful_shutdown();
-                    poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-                    break false;
-                }
-            }
+                _ = ends.wait() => false,
+            };
+            // An idle connection ends at once, leaving the socket open; one with a request
+            // in progress (even one begun just now) ends after it with `Connection: close`.
+            let requests = phase.requests();
+            Pin::new(conn.as_mut()).graceful_shutdown();
+            poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+            break park && phase.requests() == requests;
         };
         let parts = conn.into_parts();
         io = parts.io.into_inner();
         svc = parts.service;
-        if !park {
-            close(&mut io).await;
-            return Ok(());
-        }
-        tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
-        io.unpark(parts.read_buf);
-        let waited = tokio::select! {
-            readable = io.get_ref().readable() => readable.is_ok(),
-            _ = tokio::time::sleep(io.idle_after_park()) => false,
-            _ = ends.wait() => false,
+        let goes_on = park && {
+            tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
+            io.unpark(parts.read_buf);
+            tokio::select! {
+                readable = io.get_ref().readable() => readable.is_ok(),
+                _ = tokio::time::sleep(io.idle_after_park()) => false,
+                _ = ends.wait() => false,
+            }
         };
-        if !waited {
+        if !goes_on {
             close(&mut io).await;
             return Ok(());
         }
