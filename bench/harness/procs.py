@@ -18,13 +18,18 @@ def free_port() -> int:
 
 def start(cmd: list, cpu: int, log: Path) -> subprocess.Popen:
     """Starts `cmd` pinned to one CPU, its output into `log`."""
-    out = open(log, "ab")
-    return subprocess.Popen(
-        ["taskset", "-c", str(cpu), *cmd],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            ["taskset", "-c", str(cpu), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def nginx_command(conf: Path, error_log: Path) -> list:
+    """nginx in the foreground, its early errors not in /var/log."""
+    return ["nginx", "-g", "daemon off;", "-e", str(error_log), "-c", str(conf)]
 
 
 def wait_port(port: int, proc: subprocess.Popen, seconds: float = 10.0) -> None:

@@ -60,8 +60,7 @@ def candidates(sluice_bin, nginx_user):
         ),
         Candidate(
             "nginx",
-            lambda p, lay: ["nginx", "-g", "daemon off;", "-e", str(lay.dir / "front-error.log"),
-                            "-c", str(p)],
+            lambda p, lay: procs.nginx_command(p, lay.dir / "front-error.log"),
             lambda lay, mode: configs.nginx(lay, mode, nginx_user),
         ),
     ]
