@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,8 +29,21 @@ pub struct Exchange {
     pub bytes_out: AtomicU64,
     /// Milliseconds after `start` when a request body frame last went through.
     last_upload_ms: AtomicU64,
-    /// The request body went past its size limit and was cut.
-    too_large: AtomicBool,
+    /// Why the request body failed, if it was the client's doing (an [`UploadFault`]).
+    upload_fault: AtomicU8,
+}
+
+/// How a client's request body failed: the request is then the client's fault, whatever
+/// the server made of the half it got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum UploadFault {
+    /// Past its size limit: cut.
+    TooLarge = 1,
+    /// Not valid framing (a bad chunk), or the client went away inside it.
+    Malformed = 2,
+    /// No data for longer than the idle limit.
+    Idle = 3,
 }
 
 impl Exchange {
@@ -40,13 +53,27 @@ impl Exchange {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             last_upload_ms: AtomicU64::new(0),
-            too_large: AtomicBool::new(false),
+            upload_fault: AtomicU8::new(0),
         })
     }
 
-    /// Whether the request body was cut at its size limit.
-    pub fn too_large(&self) -> bool {
-        self.too_large.load(Ordering::Relaxed)
+    /// Why the request body failed, if the client failed it.
+    pub fn upload_fault(&self) -> Option<UploadFault> {
+        match self.upload_fault.load(Ordering::Relaxed) {
+            1 => Some(UploadFault::TooLarge),
+            2 => Some(UploadFault::Malformed),
+            3 => Some(UploadFault::Idle),
+            _ => None,
+        }
+    }
+
+    fn fault(&self, fault: UploadFault) {
+        let _ = self.upload_fault.compare_exchange(
+            0,
+            fault as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// When the client last sent body data (or the request started).
@@ -107,7 +134,7 @@ impl Metered {
         let n = frame.data_ref().map_or(0, |d| d.len() as u64);
         self.seen += n;
         if self.max.is_some_and(|max| self.seen > max) {
-            self.exchange.too_large.store(true, Ordering::Relaxed);
+            self.exchange.fault(UploadFault::TooLarge);
             return false;
         }
         match self.direction {
@@ -152,11 +179,19 @@ impl Body for Metered {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                if this.direction == Direction::Upload {
+                    this.exchange.fault(UploadFault::Malformed);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending if this.idle_expired(cx) => {
                 let who = match this.direction {
-                    Direction::Upload => "client",
+                    Direction::Upload => {
+                        this.exchange.fault(UploadFault::Idle);
+                        "client"
+                    }
                     Direction::Download => "server",
                 };
                 let msg = format!("{who} sent no body data for {}s", this.idle.as_secs());

@@ -40,6 +40,12 @@ pub enum ProxyError {
     /// Client: the request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Client: the request uses a transfer coding sluice does not implement.
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    /// Client: the request body stopped for longer than the idle limit.
+    #[error("the client sent no body data for {}s", .0.as_secs())]
+    ClientTimeout(Duration),
 }
 
 impl ProxyError {
@@ -56,6 +62,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -72,7 +80,21 @@ impl ProxyError {
             ProxyError::Http11Required => "http11_required",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::NotImplemented(_) => "not_implemented",
+            ProxyError::ClientTimeout(_) => "client_timeout",
         }
+    }
+
+    /// The client connection cannot carry another request after this error: the rest of
+    /// the request (or where it ends) is unknown.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::NotImplemented(_)
+                | ProxyError::ClientTimeout(_)
+                | ProxyError::BodyTooLarge(_)
+        )
     }
 }
 
@@ -109,5 +131,7 @@ mod tests {
             504
         );
         assert_eq!(s(ProxyError::BadRequest("x".into())), 400);
+        assert_eq!(s(ProxyError::NotImplemented("gzip".into())), 501);
+        assert_eq!(s(ProxyError::ClientTimeout(Duration::from_secs(1))), 408);
     }
 }

@@ -10,13 +10,14 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
-use sluice_config::{OnServerDown, Service};
+use sluice_config::{Limits, OnServerDown, Service};
 
 use crate::access_log::{AccessLog, Record};
-use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody};
+use crate::body::{Direction, Exchange, Finish, Metered, ProxyBody, UploadFault};
 use crate::conn_io::{ConnPhase, RequestPhase};
 use crate::error::ProxyError;
 use crate::expect::GateHandle;
+use crate::framing;
 use crate::headers::remove_hop_by_hop;
 use crate::local::{error_response, rule_response};
 use crate::persistence::{forbid_shared_caching, Decision, Sticky};
@@ -123,6 +124,7 @@ async fn forward<'r>(
     let service = ctx.service();
     let client = ctx.client.ip();
     let (mut parts, body) = req.into_parts();
+    framing::check(&mut parts)?;
     let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
     let mut edits = ResponseEdits::default();
     if let Some(answer) = rules::apply(&service.rules, &mut parts, client, &mut edits)? {
@@ -161,11 +163,10 @@ async fn forward<'r>(
         Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,
         None => send(&pool, req, replay, choice, server_idle, record, exchange).await,
     };
-    let (response, leased, active) = match sent {
-        Err(_) if exchange.too_large() => {
-            return Err(ProxyError::BodyTooLarge(limits.max_body.unwrap_or(0)))
-        }
-        other => other?,
+    let (response, leased, active) = match (sent, exchange.upload_fault()) {
+        (Ok(sent), _) => sent,
+        (Err(e), None) => return Err(e),
+        (Err(_), Some(fault)) => return Err(client_fault(fault, &limits, service)),
     };
     let set_cookie = remember(&pool, sticky, &leased, record, now);
     Ok(Outcome::Proxied(Box::new(Answered {
@@ -179,6 +180,18 @@ async fn forward<'r>(
         edits,
         set_cookie,
     })))
+}
+
+/// The error for a request whose body the client failed: the server's answer to half a
+/// request (or its hanging up) is not the server's fault.
+fn client_fault(fault: UploadFault, limits: &Limits, service: &Service) -> ProxyError {
+    match fault {
+        UploadFault::TooLarge => ProxyError::BodyTooLarge(limits.max_body.unwrap_or(0)),
+        UploadFault::Malformed => ProxyError::BadRequest("malformed or unfinished body".into()),
+        UploadFault::Idle => {
+            ProxyError::ClientTimeout(limits.client_idle.unwrap_or(service.timeouts.client_idle))
+        }
+    }
 }
 
 /// What persistence and hashing make of the request. With `on_server_down = "fail"`, a

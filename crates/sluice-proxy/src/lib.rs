@@ -12,6 +12,7 @@ mod control;
 mod error;
 mod expect;
 mod forward;
+mod framing;
 mod headers;
 pub mod l4;
 mod listener;

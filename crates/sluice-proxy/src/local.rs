@@ -39,11 +39,11 @@ pub fn error_response(
         tracing::warn!(service = %service.name, "{err}");
     }
     record.end = err.end_state();
-    let close = record.pinned;
+    // A pinned server connection that went with this error takes the client connection,
+    // whose authentication lived in it, along.
+    let close = record.pinned || err.closes_connection();
     let mut response = respond(ctx, status, content_type, body, record, exchange, phase);
     if close {
-        // The pinned server connection went with this error: the client connection,
-        // whose authentication lived in it, must end too.
         let headers = response.headers_mut();
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }

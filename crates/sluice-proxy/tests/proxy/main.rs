@@ -13,6 +13,7 @@ mod persistence;
 mod pinning;
 mod routing;
 mod rules;
+mod smuggling;
 mod streaming;
 mod tls;
 mod wire;

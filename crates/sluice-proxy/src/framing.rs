@@ -1,0 +1,262 @@
+//! Request smuggling stops here. A request whose body length or target two HTTP parsers
+//! could read differently is refused before anything is sent on; the variants RFC 9112
+//! allows are normalised, so the server reads exactly the message sluice read.
+//!
+//! hyper has already refused what does not parse at all (obs-fold, whitespace before a
+//! colon, bare CR, NUL and other control characters, malformed chunk sizes); what is
+//! checked here parses but is ambiguous. docs/security.md lists every decision.
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::uri::{Authority, Uri};
+use http::{HeaderMap, HeaderValue, Version};
+
+use crate::error::ProxyError;
+
+/// Refuses an ambiguous request, or makes it unambiguous.
+pub fn check(parts: &mut Parts) -> Result<(), ProxyError> {
+    let h1 = parts.version <= Version::HTTP_11;
+    if h1 {
+        check_transfer_encoding(&parts.headers, parts.version)?;
+    }
+    normalise_content_length(&mut parts.headers)?;
+    check_host(&parts.headers, &parts.uri, parts.version)
+}
+
+fn bad(why: &str) -> ProxyError {
+    ProxyError::BadRequest(why.to_string())
+}
+
+/// `Transfer-Encoding` must be exactly `chunked`, once, on HTTP/1.1, without
+/// `Content-Length` (RFC 9112 6.1 and 6.3).
+fn check_transfer_encoding(headers: &HeaderMap, version: Version) -> Result<(), ProxyError> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(TRANSFER_ENCODING) {
+        let text = value
+            .to_str()
+            .map_err(|_| bad("Transfer-Encoding is not text"))?;
+        codings.extend(text.split(',').map(|c| c.trim_matches([' ', '\t'])));
+    }
+    let Some((last, before)) = codings.split_last() else {
+        return Ok(());
+    };
+    if version == Version::HTTP_10 {
+        return Err(bad("Transfer-Encoding on HTTP/1.0"));
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    let chunked = |c: &&str| c.eq_ignore_ascii_case("chunked");
+    if !chunked(last) || before.iter().any(chunked) {
+        return Err(bad("Transfer-Encoding does not end in one chunked"));
+    }
+    if let Some(other) = before.first() {
+        if !is_token(other) {
+            return Err(bad("malformed Transfer-Encoding"));
+        }
+        return Err(ProxyError::NotImplemented(format!(
+            "transfer coding {other:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Every `Content-Length` value must be the same run of digits; several equal ones become
+/// one header (RFC 9112 6.3).
+fn normalise_content_length(headers: &mut HeaderMap) -> Result<(), ProxyError> {
+    let mut length: Option<&str> = None;
+    let mut count = 0;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| bad("Content-Length is not text"))?;
+        for item in text.split(',').map(|v| v.trim_matches([' ', '\t'])) {
+            count += 1;
+            let digits = !item.is_empty() && item.bytes().all(|b| b.is_ascii_digit());
+            if !digits || item.len() > 19 || length.is_some_and(|l| l != item) {
+                return Err(bad("invalid or conflicting Content-Length"));
+            }
+            length = Some(item);
+        }
+    }
+    if count > 1 {
+        let one = HeaderValue::from_str(length.unwrap_or("0")).expect("digits are a value");
+        headers.insert(CONTENT_LENGTH, one);
+    }
+    Ok(())
+}
+
+/// HTTP/1.1 needs exactly one valid `Host`; HTTP/1.0 at most one. A target in absolute form
+/// (or HTTP/2's `:authority`) must name the same host and port as `Host` (RFC 9112 3.2,
+/// RFC 9113 8.3.1).
+fn check_host(headers: &HeaderMap, uri: &Uri, version: Version) -> Result<(), ProxyError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host"));
+    }
+    let host = match host {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(parse_authority)
+                .ok_or_else(|| bad("malformed Host"))?,
+        ),
+        None if version == Version::HTTP_11 => return Err(bad("no Host")),
+        None => None,
+    };
+    let (Some(host), Some(target)) = (host, uri.authority()) else {
+        return Ok(());
+    };
+    let target = parse_authority(target.as_str()).ok_or_else(|| bad("malformed target"))?;
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let same = host.host().eq_ignore_ascii_case(target.host())
+        && host.port_u16().unwrap_or(default_port) == target.port_u16().unwrap_or(default_port);
+    if !same {
+        return Err(bad("the target and Host name different hosts"));
+    }
+    Ok(())
+}
+
+/// `host [":" port]` with no user info, a non-empty host and a port that is a number
+/// up to 65535.
+pub fn parse_authority(text: &str) -> Option<Authority> {
+    if text.is_empty() || text.contains('@') {
+        return None;
+    }
+    let authority: Authority = text.parse().ok()?;
+    if authority.host().is_empty() {
+        return None;
+    }
+    let port_text = authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .and_then(|rest| rest.strip_prefix(':'));
+    match port_text {
+        Some(port) if port.is_empty() || port.len() > 5 || authority.port_u16().is_none() => None,
+        _ => Some(authority),
+    }
+}
+
+/// RFC 9110 5.6.2 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(version: Version, target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut req = http::Request::builder().version(version).uri(target);
+        for (k, v) in headers {
+            req = req.header(*k, HeaderValue::from_bytes(v.as_bytes()).unwrap());
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn verdict(version: Version, target: &str, headers: &[(&str, &str)]) -> Option<u16> {
+        check(&mut parts(version, target, headers))
+            .err()
+            .map(|e| e.status().as_u16())
+    }
+
+    const H11: Version = Version::HTTP_11;
+
+    #[test]
+    fn transfer_encoding_must_be_one_final_chunked_without_content_length() {
+        let te = |v: &str| verdict(H11, "/", &[("host", "a"), ("transfer-encoding", v)]);
+        assert_eq!(te("chunked"), None);
+        assert_eq!(te(" ChunKed\t"), None);
+        assert_eq!(te("chunked, gzip"), Some(400));
+        assert_eq!(te("chunked, chunked"), Some(400));
+        assert_eq!(te("gzip, chunked"), Some(501));
+        assert_eq!(te("\"gzip\", chunked"), Some(400));
+        assert_eq!(te("xchunked"), Some(400));
+        assert_eq!(te(""), Some(400));
+        assert_eq!(
+            verdict(
+                H11,
+                "/",
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("content-length", "0")
+                ]
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            verdict(
+                Version::HTTP_10,
+                "/",
+                &[("host", "a"), ("transfer-encoding", "chunked")]
+            ),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn content_length_values_must_agree_and_several_become_one() {
+        let cl = |vs: &[&str]| {
+            let mut headers = vec![("host", "a")];
+            headers.extend(vs.iter().map(|v| ("content-length", *v)));
+            let mut p = parts(H11, "/", &headers);
+            check(&mut p).map(|()| {
+                let all: Vec<_> = p.headers.get_all(CONTENT_LENGTH).iter().cloned().collect();
+                all
+            })
+        };
+        assert_eq!(cl(&["5", "5"]).unwrap(), ["5"]);
+        assert_eq!(cl(&["5, 5"]).unwrap(), ["5"]);
+        assert_eq!(cl(&["12"]).unwrap(), ["12"]);
+        for bad in [
+            &["5", "6"][..],
+            &["5, 6"],
+            &["+5"],
+            &["-1"],
+            &["0x5"],
+            &[""],
+            &["99999999999999999999"],
+        ] {
+            assert!(cl(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn host_must_be_one_valid_authority_agreeing_with_the_target() {
+        let host = |h: &[&str]| {
+            let headers: Vec<_> = h.iter().map(|v| ("host", *v)).collect();
+            verdict(H11, "/", &headers)
+        };
+        assert_eq!(host(&["mail.contoso.com"]), None);
+        assert_eq!(host(&["mail.contoso.com:443"]), None);
+        assert_eq!(host(&["[2001:db8::1]:8443"]), None);
+        assert_eq!(host(&["10.0.0.1"]), None);
+        for bad in [
+            "", "a b", "user@a", "a:80:80", "a:", ":80", "a:99999", "a/b", "[::1",
+        ] {
+            assert_eq!(host(&[bad]), Some(400), "{bad:?} accepted");
+        }
+        assert_eq!(host(&[]), Some(400));
+        assert_eq!(host(&["a", "a"]), Some(400));
+        assert_eq!(verdict(Version::HTTP_10, "/", &[]), None);
+        let absolute = |target: &str, host: &str| verdict(H11, target, &[("host", host)]);
+        assert_eq!(absolute("http://A/x", "a:80"), None);
+        assert_eq!(absolute("https://a/x", "a:443"), None);
+        assert_eq!(absolute("http://b/x", "a"), Some(400));
+        assert_eq!(absolute("http://a:8080/x", "a"), Some(400));
+        // HTTP/2: :authority and Host alike.
+        assert_eq!(verdict(Version::HTTP_2, "https://a/x", &[]), None);
+        assert_eq!(
+            verdict(Version::HTTP_2, "https://a/x", &[("host", "b")]),
+            Some(400)
+        );
+    }
+}
