@@ -116,10 +116,36 @@ pub struct Service {
     /// Applied in order to every request before routing.
     pub rules: Vec<Rule>,
     pub limits: Limits,
+    /// How large a request head may be.
+    pub head_limits: HeadLimits,
     /// Open client connections beyond this are closed as soon as they are accepted.
     pub max_connections: Option<u32>,
     /// `mode = "tcp"`: relay with Linux `splice` (zero-copy) where the system has it.
     pub splice: bool,
+}
+
+/// Bounds on a request head, checked before anything is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Request line and headers together, in bytes (431 beyond; also HTTP/2's
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub max_header_size: usize,
+    /// Header fields in one request (431 beyond).
+    pub max_headers: usize,
+    /// The request target, in bytes (414 beyond).
+    pub max_uri: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            // A Kerberos ticket of a user in many groups makes a 48 KB token, 64 KiB once
+            // base64-encoded in `Authorization` (Exchange's MaxTokenSize guidance).
+            max_header_size: 96 << 10,
+            max_headers: 100,
+            max_uri: 16 << 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +161,8 @@ pub struct ServiceTls {
     pub certificates: Vec<CertificateFiles>,
     /// Offer HTTP/2 to clients through ALPN.
     pub http2: bool,
+    /// HTTP/2 streams a client may have open at once.
+    pub http2_max_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,17 @@ use crate::rules::{parse_conditions, parse_rules, refuse, size, Scope};
 pub(crate) type PoolIndex<'n> = HashMap<&'n str, (usize, &'n Pool)>;
 
 /// Service keys that only an HTTP service reads.
-const HTTP_ONLY: [&str; 6] = ["tls", "x_forwarded", "sorry", "rule", "max_body", "expect"];
+const HTTP_ONLY: [&str; 9] = [
+    "tls",
+    "x_forwarded",
+    "sorry",
+    "rule",
+    "max_body",
+    "expect",
+    "max_header_size",
+    "max_headers",
+    "max_uri",
+];
 
 pub(crate) fn parse_all(
     tables: Vec<Table>,
@@ -78,6 +88,7 @@ fn parse_service(
             server: None,
             max_body: None,
         },
+        head_limits: HeadLimits::default(),
         max_connections,
         splice: true,
     };
@@ -104,6 +115,7 @@ fn http_settings(t: &mut Table, r: &mut Report, base: &Path, service: &mut Servi
     }
     service.rules = t.get("rule").map(|f| parse_rules(f, r)).unwrap_or_default();
     service.limits.max_body = t.get("max_body").and_then(|f| size(&f, r));
+    service.head_limits = head_limits(t, r);
     if let Some(expect) = t.get("expect").and_then(|f| {
         f.choice(
             r,
@@ -114,6 +126,31 @@ fn http_settings(t: &mut Table, r: &mut Report, base: &Path, service: &mut Servi
         )
     }) {
         service.expect = expect;
+    }
+}
+
+fn head_limits(t: &mut Table, r: &mut Report) -> HeadLimits {
+    let d = HeadLimits::default();
+    // hyper reads a request head into a buffer of at least 8 KiB: no smaller limit holds.
+    let bytes = |t: &mut Table, r: &mut Report, key, min: u64, default| {
+        t.get(key)
+            .and_then(|f| {
+                let n = size(&f, r)?;
+                if !(min..=1 << 20).contains(&n) {
+                    f.fail(r, format!("must be between {min} bytes and 1MiB"));
+                    return None;
+                }
+                Some(n as usize)
+            })
+            .unwrap_or(default)
+    };
+    HeadLimits {
+        max_header_size: bytes(t, r, "max_header_size", 8192, d.max_header_size),
+        max_uri: bytes(t, r, "max_uri", 256, d.max_uri),
+        max_headers: t
+            .get("max_headers")
+            .and_then(|f| f.int_in(r, 16, 10_000))
+            .map_or(d.max_headers, |n| n as usize),
     }
 }
 
@@ -189,10 +226,15 @@ fn parse_tls(mut t: Table, r: &mut Report, base: &Path) -> ServiceTls {
         }
     }
     let http2 = t.get("http2").and_then(|f| f.bool(r)).unwrap_or(true);
+    let http2_max_streams = t
+        .get("http2_max_streams")
+        .and_then(|f| f.int_in(r, 1, 10_000))
+        .map_or(100, |n| n as u32);
     t.finish(r);
     ServiceTls {
         certificates,
         http2,
+        http2_max_streams,
     }
 }
 

@@ -40,6 +40,12 @@ pub enum ProxyError {
     /// Client: the request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Client: the request target is longer than the service allows.
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    /// Client: more header fields than the service allows (HTTP/2; hyper answers HTTP/1).
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
     /// Client: the request uses a transfer coding sluice does not implement.
     #[error("not implemented: {0}")]
     NotImplemented(String),
@@ -63,6 +69,8 @@ impl ProxyError {
             ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -81,6 +89,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::NotImplemented(_) => "not_implemented",
+            ProxyError::UriTooLong(_) => "uri_too_long",
+            ProxyError::TooManyHeaders(_) => "headers_too_large",
             ProxyError::ClientTimeout(_) => "client_timeout",
         }
     }
@@ -92,6 +102,8 @@ impl ProxyError {
             self,
             ProxyError::BadRequest(_)
                 | ProxyError::NotImplemented(_)
+                | ProxyError::UriTooLong(_)
+                | ProxyError::TooManyHeaders(_)
                 | ProxyError::ClientTimeout(_)
                 | ProxyError::BodyTooLarge(_)
         )

@@ -124,7 +124,7 @@ async fn forward<'r>(
     let service = ctx.service();
     let client = ctx.client.ip();
     let (mut parts, body) = req.into_parts();
-    framing::check(&mut parts)?;
+    framing::check(&mut parts, &service.head_limits)?;
     let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
     let mut edits = ResponseEdits::default();
     if let Some(answer) = rules::apply(&service.rules, &mut parts, client, &mut edits)? {

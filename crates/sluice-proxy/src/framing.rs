@@ -10,11 +10,19 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{Authority, Uri};
 use http::{HeaderMap, HeaderValue, Version};
+use sluice_config::HeadLimits;
 
 use crate::error::ProxyError;
 
-/// Refuses an ambiguous request, or makes it unambiguous.
-pub fn check(parts: &mut Parts) -> Result<(), ProxyError> {
+/// Refuses an ambiguous or oversized request, or makes it unambiguous.
+pub fn check(parts: &mut Parts, limits: &HeadLimits) -> Result<(), ProxyError> {
+    let target = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.max_uri {
+        return Err(ProxyError::UriTooLong(limits.max_uri));
+    }
+    if parts.headers.len() > limits.max_headers {
+        return Err(ProxyError::TooManyHeaders(limits.max_headers));
+    }
     let h1 = parts.version <= Version::HTTP_11;
     if h1 {
         check_transfer_encoding(&parts.headers, parts.version)?;
@@ -162,7 +170,7 @@ mod tests {
     }
 
     fn verdict(version: Version, target: &str, headers: &[(&str, &str)]) -> Option<u16> {
-        check(&mut parts(version, target, headers))
+        check(&mut parts(version, target, headers), &HeadLimits::default())
             .err()
             .map(|e| e.status().as_u16())
     }
@@ -208,7 +216,7 @@ mod tests {
             let mut headers = vec![("host", "a")];
             headers.extend(vs.iter().map(|v| ("content-length", *v)));
             let mut p = parts(H11, "/", &headers);
-            check(&mut p).map(|()| {
+            check(&mut p, &HeadLimits::default()).map(|()| {
                 let all: Vec<_> = p.headers.get_all(CONTENT_LENGTH).iter().cloned().collect();
                 all
             })
@@ -227,6 +235,22 @@ mod tests {
         ] {
             assert!(cl(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn long_targets_and_many_fields_are_refused() {
+        let limits = HeadLimits {
+            max_uri: 20,
+            max_headers: 3,
+            ..HeadLimits::default()
+        };
+        let mut p = parts(H11, "/0123456789/0123456789", &[("host", "a")]);
+        assert_eq!(check(&mut p, &limits).unwrap_err().status(), 414);
+        let mut p = parts(H11, "/0123456789?x=012345", &[("host", "a")]);
+        assert!(check(&mut p, &limits).is_ok());
+        let four = [("host", "a"), ("a", "1"), ("b", "2"), ("b", "3")];
+        let mut p = parts(Version::HTTP_2, "https://a/", &four);
+        assert_eq!(check(&mut p, &limits).unwrap_err().status(), 431);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use sluice_config::Mode;
+use sluice_config::{HeadLimits, Mode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -210,6 +210,7 @@ async fn serve(
         shutdown: ctx.shutdown.clone(),
         pin_lost,
     };
+    let limits = service.head_limits;
     let result = match phase {
         Some(phase) => {
             let io = PhaseIo::new(
@@ -219,9 +220,12 @@ async fn serve(
                 timeouts.client_idle,
                 report,
             );
-            serve_http1(io, &phase, svc, ends).await
+            serve_http1(io, &phase, svc, limits, ends).await
         }
-        None => serve_http2(stream, svc, ends).await,
+        None => {
+            let streams = service.tls.as_ref().map_or(100, |t| t.http2_max_streams);
+            serve_http2(stream, svc, limits, streams, ends).await
+        }
     };
     if let Err(e) = result {
         log_connection_error(&ctx.log, &service.name, client, &e);
@@ -259,6 +263,7 @@ async fn serve_http1<S>(
     mut io: PhaseIo<ClientStream>,
     phase: &ConnPhase,
     mut svc: S,
+    limits: HeadLimits,
     mut ends: Ends,
 ) -> hyper::Result<()>
 where
@@ -269,7 +274,12 @@ where
     builder
         .preserve_header_case(true)
         .header_read_timeout(None)
+        .max_header_size(limits.max_header_size)
         .timer(TokioTimer::new());
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        // Any other count moves hyper's header array from the stack to the heap.
+        builder.max_headers(limits.max_headers);
+    }
     loop {
         // Boxed: a parked connection's task holds none of hyper's state.
         let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
@@ -319,7 +329,21 @@ async fn close(io: &mut PhaseIo<ClientStream>) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
-async fn serve_http2<S>(stream: ClientStream, svc: S, mut ends: Ends) -> hyper::Result<()>
+const RAPID_RESETS: usize = 20;
+const LOCAL_ERROR_RESETS: usize = 1024;
+
+/// hyper's own header count limit.
+const HYPER_MAX_HEADERS: usize = 100;
+
+/// Serves HTTP/2 (RFC 9113): h2 answers protocol errors with RST_STREAM or GOAWAY itself;
+/// what is set here bounds what one client may hold.
+async fn serve_http2<S>(
+    stream: ClientStream,
+    svc: S,
+    limits: HeadLimits,
+    max_streams: u32,
+    mut ends: Ends,
+) -> hyper::Result<()>
 where
     S: HttpService<Incoming, ResBody = ProxyBody, Error = h2::Error>,
     S::Future: Send + 'static,
@@ -327,7 +351,14 @@ where
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(max_streams)
+        .max_header_list_size(limits.max_header_size as u32)
+        // Rapid reset (CVE-2023-44487): streams the client opens and cancels before
+        // they are served, and streams sluice had to reset for a client's errors, end
+        // the connection with GOAWAY past these counts.
+        .max_pending_accept_reset_streams(RAPID_RESETS)
+        .max_local_error_reset_streams(LOCAL_ERROR_RESETS);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -8,6 +8,7 @@ mod harness;
 mod health;
 mod keepalive;
 mod layer4;
+mod limits;
 mod operations;
 mod persistence;
 mod pinning;
