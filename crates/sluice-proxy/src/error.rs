@@ -26,6 +26,13 @@ pub enum ProxyError {
     /// Server: the exchange failed after the request was handed over.
     #[error("server {server} failed: {reason}")]
     ServerFailed { server: String, reason: String },
+    /// Server: its response could be read more than one way; it is not passed on and the
+    /// connection is closed.
+    #[error("server {server} sent an ambiguous response: {reason}")]
+    BadResponse {
+        server: String,
+        reason: &'static str,
+    },
     /// Server: the connection pinned to this client (NTLM/Negotiate) is gone; the request
     /// is not re-sent elsewhere, and the client connection is closed.
     #[error("pinned connection to {server} lost: {reason}")]
@@ -63,6 +70,7 @@ impl ProxyError {
             }
             ProxyError::Connect { .. }
             | ProxyError::ServerFailed { .. }
+            | ProxyError::BadResponse { .. }
             | ProxyError::PinnedLost { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Http11Required => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,6 +92,7 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect_failed",
             ProxyError::ServerTimeout { .. } => "server_timeout",
             ProxyError::ServerFailed { .. } => "server_failed",
+            ProxyError::BadResponse { .. } => "bad_response",
             ProxyError::PinnedLost { .. } => "pinned_lost",
             ProxyError::Http11Required => "http11_required",
             ProxyError::BodyTooLarge(_) => "body_too_large",

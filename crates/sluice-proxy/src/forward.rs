@@ -168,6 +168,13 @@ async fn forward<'r>(
         (Err(e), None) => return Err(e),
         (Err(_), Some(fault)) => return Err(client_fault(fault, &limits, service)),
     };
+    if let Err(reason) = framing::check_response(response.status(), response.headers()) {
+        // Dropping the response and its connection here closes the connection.
+        return Err(ProxyError::BadResponse {
+            server: record.server.clone().unwrap_or_default(),
+            reason,
+        });
+    }
     let set_cookie = remember(&pool, sticky, &leased, record, now);
     Ok(Outcome::Proxied(Box::new(Answered {
         response,

@@ -9,7 +9,7 @@
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{Authority, Uri};
-use http::{HeaderMap, HeaderValue, Version};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
 use sluice_config::HeadLimits;
 
 use crate::error::ProxyError;
@@ -130,6 +130,40 @@ fn check_host(headers: &HeaderMap, uri: &Uri, version: Version) -> Result<(), Pr
     Ok(())
 }
 
+/// A server response whose length could be read two ways, or that answers what was never
+/// asked, is not passed on (the caller answers 502 and drops the server connection).
+/// hyper has already failed what does not parse (a malformed status line, differing
+/// `Content-Length` values, obs-fold) and swallowed interim 1xx answers.
+pub fn check_response(status: StatusCode, headers: &HeaderMap) -> Result<(), &'static str> {
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // sluice never forwards `Upgrade`, so no server may switch.
+        return Err("101 Switching Protocols, which no request asked for");
+    }
+    if status.as_u16() >= 600 {
+        return Err("a status code beyond 599");
+    }
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    let mut codings = headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','));
+    match (codings.next(), codings.next()) {
+        (Some(only), None)
+            if only
+                .trim_matches([' ', '\t'])
+                .eq_ignore_ascii_case("chunked") =>
+        {
+            Ok(())
+        }
+        _ => Err("a Transfer-Encoding other than chunked"),
+    }
+}
+
 /// `host [":" port]` with no user info, a non-empty host and a port that is a number
 /// up to 65535.
 pub fn parse_authority(text: &str) -> Option<Authority> {
@@ -235,6 +269,36 @@ mod tests {
         ] {
             assert!(cl(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn ambiguous_responses_are_refused() {
+        let check = |status: u16, headers: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in headers {
+                map.append(
+                    http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            check_response(StatusCode::from_u16(status).unwrap(), &map)
+        };
+        assert!(check(200, &[("content-length", "2")]).is_ok());
+        assert!(check(200, &[("transfer-encoding", "Chunked")]).is_ok());
+        assert!(check(200, &[]).is_ok());
+        let te_cl = [("transfer-encoding", "chunked"), ("content-length", "2")];
+        assert!(check(200, &te_cl).is_err());
+        assert!(check(200, &[("transfer-encoding", "gzip, chunked")]).is_err());
+        assert!(check(
+            200,
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]
+        )
+        .is_err());
+        assert!(check(101, &[]).is_err());
+        assert!(check(600, &[]).is_err());
     }
 
     #[test]

@@ -354,3 +354,97 @@ async fn a_body_that_goes_bad_midway_is_a_400_and_ends_both_connections() {
         "{line}"
     );
 }
+
+/// A server that answers one request with `response`, then reports whether sluice closed
+/// the connection within 5 s.
+async fn one_answer_server(
+    response: &'static str,
+) -> (SocketAddr, tokio::sync::oneshot::Receiver<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !complete(&got) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(response.as_bytes()).await.unwrap();
+        let rest = tokio::time::timeout(Duration::from_secs(5), async {
+            while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let _ = tx.send(rest.await.is_ok());
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn ambiguous_server_responses_become_502_and_the_server_connection_closes() {
+    let cases = [
+        (
+            "differing Content-Length",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ),
+        (
+            "a coding other than chunked",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok",
+        ),
+        ("a malformed status line", "HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok"),
+        ("obs-fold", "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\nok"),
+        (
+            "whitespace before a colon",
+            "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+        ),
+        (
+            "an unasked 101",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        ),
+        ("a status beyond 599", "HTTP/1.1 700 Odd\r\nContent-Length: 2\r\n\r\nok"),
+    ];
+    for (what, response) in cases {
+        let (server, closed) = one_answer_server(response).await;
+        let lb = start(&(service("p", "") + &pool("p", &[("cas1", server)], ""))).await;
+        let mut c = TcpStream::connect(lb.addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with("HTTP/1.1 502 "), "{what}: {answer}");
+        assert!(!answer.contains("ok"), "{what}: passed on: {answer}");
+        assert!(closed.await.unwrap(), "{what}: server connection left open");
+    }
+}
+
+/// Interim answers nobody asked for (100 without `Expect`, 103) are dropped; the final
+/// answer is relayed.
+#[tokio::test]
+async fn unasked_interim_responses_are_dropped() {
+    let response =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                    HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (server, _closed) = one_answer_server(response).await;
+    let lb = start(&(service("p", "") + &pool("p", &[("cas1", server)], ""))).await;
+    let answer = exchange(
+        &lb,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        !answer.contains("100") && !answer.contains("103"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+}
