@@ -114,6 +114,10 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .get("workers")
             .and_then(|f| f.int_in(r, 1, 1024))
             .map(|n| n as usize),
+        max_connections: t
+            .get("max_connections")
+            .and_then(|f| f.int_in(r, 1, 10_000_000))
+            .map(|n| n as u32),
     };
     t.finish(r);
     g

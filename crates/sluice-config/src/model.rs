@@ -35,6 +35,9 @@ pub struct Global {
     /// Threads that carry traffic; `None` is one per CPU. Read at start only: a reload
     /// cannot resize the running thread pool.
     pub workers: Option<usize>,
+    /// Open client connections of the whole process; one more is closed at once. `None`:
+    /// what the open-files limit allows.
+    pub max_connections: Option<u32>,
 }
 
 impl Default for Global {
@@ -45,6 +48,7 @@ impl Default for Global {
             access_log_format: LogFormat::Logfmt,
             persistence_secret: None,
             workers: None,
+            max_connections: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod conn_io;
 mod control;
 mod error;
 mod expect;
+pub mod fd_limit;
 mod forward;
 mod framing;
 mod headers;

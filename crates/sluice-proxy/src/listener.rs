@@ -112,8 +112,8 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
     }
 }
 
-/// Serves a new connection in its own task, unless its service is at `max_connections`:
-/// then it is closed at once (and logged), before it costs anything.
+/// Serves a new connection in its own task, unless its service or the process is at
+/// `max_connections`: then it is closed at once (and logged), before it costs anything.
 fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
     let snapshot = ctx.snapshot.load_full();
     let Some(index) = snapshot.service_index(&ctx.service) else {
@@ -121,7 +121,8 @@ fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
     };
     let service = &snapshot.config.services[index];
     let (mode, limit) = (service.mode, service.max_connections);
-    if limit.is_some_and(|max| ctx.service_tracker.open() >= max as usize) {
+    let service_full = limit.is_some_and(|max| ctx.service_tracker.open() >= max as usize);
+    if service_full || ctx.tracker.open() >= snapshot.max_connections {
         ctx.log.write(&Record {
             time: Some(std::time::SystemTime::now()),
             client: Some(client),

@@ -209,6 +209,8 @@ pub struct Snapshot {
     /// Per service, in configuration order: its TLS acceptor if it terminates TLS.
     pub acceptors: Vec<Option<TlsAcceptor>>,
     pub pools: Vec<Arc<PoolRt>>,
+    /// Open client connections of the whole process at most.
+    pub max_connections: usize,
 }
 
 impl Snapshot {
@@ -244,10 +246,15 @@ impl Snapshot {
                     .transpose()
             })
             .collect::<Result<_, _>>()?;
+        let max_connections = config
+            .global
+            .max_connections
+            .map_or_else(crate::fd_limit::connections_allowed, |n| n as usize);
         Ok(Snapshot {
             config,
             acceptors,
             pools,
+            max_connections,
         })
     }
 

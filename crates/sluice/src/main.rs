@@ -117,7 +117,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The runtime that carries traffic, in a process allowed as many open files as the
+/// system lets it have.
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    sluice_proxy::fd_limit::raise();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(n);

@@ -14,6 +14,7 @@ mod persistence;
 mod pinning;
 mod routing;
 mod rules;
+mod slow;
 mod smuggling;
 mod streaming;
 mod tls;
