@@ -233,3 +233,44 @@ impl ServerCertVerifier for PinnedVerifier {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_lab::TestCert;
+
+    fn load(dir: &Path, cert: &str, key: &str) -> Result<Arc<CertifiedKey>, TlsFileError> {
+        let files = CertificateFiles {
+            cert: dir.join(cert),
+            key: dir.join(key),
+        };
+        load_certified_key(&files, &provider())
+    }
+
+    #[test]
+    fn certificates_and_keys_are_checked_at_load_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        TestCert::new(&["a.example"]).write(d, "a");
+        TestCert::new(&["b.example"]).write(d, "b");
+        std::fs::write(d.join("empty.pem"), "").unwrap();
+        std::fs::write(
+            d.join("junk.key"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(load(d, "a.pem", "a.key").is_ok());
+        let err = load(d, "a.pem", "b.key").unwrap_err();
+        assert!(err.file.ends_with("b.key"), "{err}");
+        assert!(err.message.contains("does not fit"), "{err}");
+        let err = load(d, "empty.pem", "a.key").unwrap_err();
+        assert!(
+            err.file.ends_with("empty.pem") && err.message.contains("no certificate"),
+            "{err}"
+        );
+        let err = load(d, "a.pem", "junk.key").unwrap_err();
+        assert!(err.file.ends_with("junk.key"), "{err}");
+        let err = load(d, "missing.pem", "a.key").unwrap_err();
+        assert!(err.file.ends_with("missing.pem"), "{err}");
+    }
+}

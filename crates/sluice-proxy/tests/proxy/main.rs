@@ -18,4 +18,5 @@ mod slow;
 mod smuggling;
 mod streaming;
 mod tls;
+mod tls_policy;
 mod wire;
