@@ -6,6 +6,7 @@ mod errors;
 mod expect;
 mod harness;
 mod health;
+mod http2;
 mod keepalive;
 mod layer4;
 mod limits;

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::{pool, start_in};
 
-fn client_config(trusted: &[&TestCert], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub fn client_config(trusted: &[&TestCert], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
     for c in trusted {
         roots.add(c.cert_der()).unwrap();
@@ -29,7 +29,7 @@ fn client_config(trusted: &[&TestCert], alpn: &[&[u8]]) -> Arc<rustls::ClientCon
     Arc::new(config)
 }
 
-async fn handshake(
+pub async fn handshake(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
     name: &str,
