@@ -23,10 +23,7 @@ pub fn check(parts: &mut Parts, limits: &HeadLimits) -> Result<(), ProxyError> {
     if parts.headers.len() > limits.max_headers {
         return Err(ProxyError::TooManyHeaders(limits.max_headers));
     }
-    let h1 = parts.version <= Version::HTTP_11;
-    if h1 {
-        check_transfer_encoding(&parts.headers, parts.version)?;
-    }
+    check_transfer_encoding(&parts.headers, parts.version)?;
     normalise_content_length(&mut parts.headers)?;
     check_host(&parts.headers, &parts.uri, parts.version)
 }
@@ -35,7 +32,7 @@ fn bad(why: &str) -> ProxyError {
     ProxyError::BadRequest(why.to_string())
 }
 
-/// `Transfer-Encoding` must be exactly `chunked`, once, on HTTP/1.1, without
+/// `Transfer-Encoding` must be exactly `chunked`, once, on HTTP/1.1 only, without
 /// `Content-Length` (RFC 9112 6.1 and 6.3).
 fn check_transfer_encoding(headers: &HeaderMap, version: Version) -> Result<(), ProxyError> {
     let mut codings = Vec::new();
@@ -48,8 +45,9 @@ fn check_transfer_encoding(headers: &HeaderMap, version: Version) -> Result<(), 
     let Some((last, before)) = codings.split_last() else {
         return Ok(());
     };
-    if version == Version::HTTP_10 {
-        return Err(bad("Transfer-Encoding on HTTP/1.0"));
+    if version != Version::HTTP_11 {
+        // HTTP/1.0 has no chunks and HTTP/2 its own frames (h2 already refuses it there).
+        return Err(bad("Transfer-Encoding outside HTTP/1.1"));
     }
     if headers.contains_key(CONTENT_LENGTH) {
         return Err(bad("both Content-Length and Transfer-Encoding"));

@@ -14,6 +14,8 @@ mod expect;
 pub mod fd_limit;
 mod forward;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod l4;
 mod listener;

@@ -172,7 +172,8 @@ fn source_key(client: IpAddr, prefix_v4: u8, prefix_v6: u8) -> u128 {
     }
 }
 
-/// Removes cookie `name` from the request's `Cookie` headers and returns its value.
+/// Removes cookie `name` from the request's `Cookie` headers and returns its value. Read
+/// as bytes: a header with other non-ASCII cookies in it must lose sluice's cookie too.
 fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
     if !headers.contains_key(COOKIE) {
         return None;
@@ -180,19 +181,24 @@ fn take_cookie(headers: &mut HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
     let mut kept = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else {
-            kept.push(value.clone());
-            continue;
-        };
-        let mut others = Vec::new();
-        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some((k, v)) if k.trim() == name => found = Some(v.trim().to_string()),
-                _ => others.push(pair),
+        let mut others: Vec<&[u8]> = Vec::new();
+        let pairs = value
+            .as_bytes()
+            .split(|b| *b == b';')
+            .map(<[u8]>::trim_ascii);
+        for pair in pairs.filter(|p| !p.is_empty()) {
+            let (key, v) = match pair.iter().position(|b| *b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &b""[..]),
+            };
+            if key.trim_ascii() == name.as_bytes() {
+                found = Some(String::from_utf8_lossy(v.trim_ascii()).into_owned());
+            } else {
+                others.push(pair);
             }
         }
         if !others.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&others.join("; ")) {
+            if let Ok(v) = HeaderValue::from_bytes(&others.join(&b"; "[..])) {
                 kept.push(v);
             }
         }
@@ -310,6 +316,17 @@ mod tests {
         let sticky = other.read(&mut headers, "192.0.2.1".parse().unwrap(), Instant::now());
         assert_eq!(sticky.prefer, Some(0));
         assert!(!headers.contains_key(COOKIE));
+    }
+
+    #[test]
+    fn the_cookie_is_removed_from_a_header_with_non_ascii_cookies_too() {
+        let key = cookie_key(Some("a secret of sixteen+"));
+        let p = PoolPersistence::new(&persistence(cookie_kind()), &servers(), &key);
+        let mut h = HeaderMap::new();
+        let raw = b"X=caf\xc3\xa9; SLUICE=1; Y=2";
+        h.insert(COOKIE, HeaderValue::from_bytes(raw).unwrap());
+        p.read(&mut h, "192.0.2.1".parse().unwrap(), Instant::now());
+        assert_eq!(h[COOKIE].as_bytes(), b"X=caf\xc3\xa9; Y=2");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod balancing;
 mod errors;
 mod expect;
+mod fuzz_corpus;
 mod harness;
 mod health;
 mod http2;
