@@ -205,11 +205,24 @@ async fn serve(
         }),
     };
     let report = timeout_reporter(&conn.ctx);
+    let cancels = h2.then(|| Arc::new(Cancels::default()));
+    let counted = cancels.clone();
     // Boxed, so that the per-request future is Unpin, which parking needs.
-    let svc = service_fn(move |req| Box::pin(handle(conn.for_request(), req)));
+    let svc = service_fn(move |req| {
+        let guard = counted.clone().map(CancelGuard::new);
+        let answer = handle(conn.for_request(), req);
+        Box::pin(async move {
+            let response = answer.await;
+            if let Some(guard) = guard {
+                guard.answered();
+            }
+            response
+        })
+    });
     let ends = Ends {
         shutdown: ctx.shutdown.clone(),
         pin_lost,
+        cancels,
     };
     let limits = service.head_limits;
     let result = match phase {
@@ -238,20 +251,68 @@ struct Ends {
     shutdown: watch::Receiver<bool>,
     /// Signalled when the server connection a client is pinned to is lost.
     pin_lost: Option<Arc<Notify>>,
+    /// HTTP/2: the streams the client cancelled before their answer.
+    cancels: Option<Arc<Cancels>>,
 }
 
 impl Ends {
     async fn wait(&mut self) {
-        let Ends { shutdown, pin_lost } = self;
+        let Ends {
+            shutdown,
+            pin_lost,
+            cancels,
+        } = self;
         let lost = async {
             match pin_lost {
                 Some(lost) => lost.notified().await,
                 None => std::future::pending().await,
             }
         };
+        let cancelling = async {
+            match cancels {
+                Some(c) => c.too_many.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = lost => tracing::debug!("pinned server connection closed; closing the client's"),
+            _ = cancelling => tracing::info!("client cancelled {MAX_CANCELLED} streams before their answers; closing it"),
+        }
+    }
+}
+
+/// Rapid reset (CVE-2023-44487) paced so that every stream is accepted before it is
+/// cancelled escapes h2's count of streams reset before acceptance, yet makes sluice start
+/// work (routing, a server request) that the client throws away. A connection whose client
+/// cancels this many streams before their answers began ends with GOAWAY.
+const MAX_CANCELLED: usize = 100;
+
+#[derive(Default)]
+struct Cancels {
+    count: AtomicUsize,
+    too_many: Notify,
+}
+
+/// Counts its stream as cancelled unless the answer came before it was dropped.
+struct CancelGuard(Option<Arc<Cancels>>);
+
+impl CancelGuard {
+    fn new(cancels: Arc<Cancels>) -> Self {
+        CancelGuard(Some(cancels))
+    }
+
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(cancels) = &self.0 {
+            if cancels.count.fetch_add(1, Ordering::Relaxed) + 1 == MAX_CANCELLED {
+                cancels.too_many.notify_one();
+            }
         }
     }
 }
