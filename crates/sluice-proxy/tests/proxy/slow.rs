@@ -146,3 +146,36 @@ async fn past_the_process_limit_new_connections_are_closed_on_accept() {
     assert!(served, "a place that came free was not given out");
     assert_eq!(b.hits(), 6);
 }
+
+/// A request body that stops: after `client_idle` the client gets 408 and both
+/// connections close.
+#[tokio::test]
+async fn a_body_that_stalls_gets_408_after_client_idle() {
+    let b = Backend::start("cas1").await;
+    let timeouts = "[service.timeouts]\nclient_idle = \"500ms\"\n";
+    let lb = start(&(service("p", timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
+    let started = Instant::now();
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let lasted = started.elapsed();
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        lasted >= Duration::from_millis(450) && lasted < Duration::from_secs(3),
+        "{lasted:?}"
+    );
+    let logged = wait_for(Duration::from_secs(2), || {
+        lb.log_lines()
+            .iter()
+            .any(|l| l.contains("status=408") && l.contains("end=client_timeout"))
+    })
+    .await;
+    assert!(logged.is_some());
+}
