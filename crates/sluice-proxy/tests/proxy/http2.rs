@@ -145,6 +145,19 @@ impl Conn {
         Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()))
     }
 
+    /// Opens `n` streams (1, 3, ...) on requests whose bodies never come, so that each
+    /// waits on the server, and cancels each 2 ms after opening it.
+    async fn open_and_cancel(&mut self, n: u32) {
+        let block = request_block("/upload", &[]);
+        for i in 0..n {
+            let stream = 1 + 2 * i;
+            self.send(frame(HEADERS, END_HEADERS, stream, &block)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.send(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()))
+                .await;
+        }
+    }
+
     /// Sends a request and waits for its response headers: whether the first field is
     /// `:status 200` (static table entry 8).
     async fn get_ok(&mut self, stream: u32, path: &str) -> bool {
@@ -301,15 +314,7 @@ async fn rapid_reset_ends_the_connection() {
 async fn paced_rapid_reset_ends_the_connection_too() {
     let (lb, cert, _backend, _dir) = h2_service("").await;
     let mut c = Conn::open(&lb, &cert).await;
-    // Requests whose bodies never come: each waits on the server until cancelled.
-    let block = request_block("/upload", &[]);
-    for i in 0..150u32 {
-        let stream = 1 + 2 * i;
-        c.send(frame(HEADERS, END_HEADERS, stream, &block)).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        c.send(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()))
-            .await;
-    }
+    c.open_and_cancel(150).await;
     assert_eq!(
         c.goaway().await,
         Some(NO_ERROR),
@@ -322,14 +327,7 @@ async fn paced_rapid_reset_ends_the_connection_too() {
 async fn a_few_cancelled_streams_are_tolerated() {
     let (lb, cert, _backend, _dir) = h2_service("").await;
     let mut c = Conn::open(&lb, &cert).await;
-    let block = request_block("/upload", &[]);
-    for i in 0..20u32 {
-        let stream = 1 + 2 * i;
-        c.send(frame(HEADERS, END_HEADERS, stream, &block)).await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        c.send(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()))
-            .await;
-    }
+    c.open_and_cancel(20).await;
     assert!(
         c.get_ok(41, "/owa/").await,
         "the connection stopped serving"
