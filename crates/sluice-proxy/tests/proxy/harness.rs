@@ -57,6 +57,27 @@ pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option
     None
 }
 
+/// Reads until the peer closes the connection; fails the test if it is still open after
+/// 5 s or the read fails.
+pub async fn read_until_closed(c: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed within 5 s")
+        .expect("the connection closes cleanly");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Sends `raw` on a new connection and returns the answer, read until the balancer
+/// closes the connection (see [`read_until_closed`]).
+pub async fn send_raw(addr: SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(raw).await.unwrap();
+    read_until_closed(&mut c).await
+}
+
 /// A `[[pool]]` with the given name and servers.
 pub fn pool(name: &str, servers: &[(&str, SocketAddr)], extra: &str) -> String {
     let list: Vec<String> = servers

@@ -2,26 +2,9 @@
 //! length (414), each closing the connection with a log line, and the default large enough
 //! for a Kerberos ticket.
 
-use std::time::Duration;
-
 use sluice_lab::Backend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::harness::{pool, service, start};
-
-/// Sends `raw` on a new connection; returns the answer, read until the balancer closes
-/// the connection (within 5 s, or the test fails).
-async fn send(addr: std::net::SocketAddr, raw: &[u8]) -> String {
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(raw).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
-        .await
-        .expect("the connection is closed after a refusal")
-        .unwrap();
-    String::from_utf8_lossy(&got).into_owned()
-}
+use crate::harness::{pool, send_raw, service, start};
 
 fn request(target: &str, headers: &[String]) -> Vec<u8> {
     let mut raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n");
@@ -44,16 +27,19 @@ async fn oversized_heads_get_431_or_414_and_a_log_line() {
         &format!("/{}", "a".repeat(1000)),
         &[format!("X-Big: {}", "b".repeat(15_000))],
     );
-    assert_eq!(status(&send(lb.addr, &fits).await), "200");
+    assert_eq!(status(&send_raw(lb.addr, &fits).await), "200");
 
     let big = request("/", &[format!("X-Big: {}", "b".repeat(17_000))]);
-    assert_eq!(status(&send(lb.addr, &big).await), "431");
+    assert_eq!(status(&send_raw(lb.addr, &big).await), "431");
 
     let many: Vec<String> = (0..25).map(|i| format!("X-N{i}: {i}")).collect();
-    assert_eq!(status(&send(lb.addr, &request("/", &many)).await), "431");
+    assert_eq!(
+        status(&send_raw(lb.addr, &request("/", &many)).await),
+        "431"
+    );
 
     let long = request(&format!("/{}", "a".repeat(1100)), &[]);
-    let answer = send(lb.addr, &long).await;
+    let answer = send_raw(lb.addr, &long).await;
     assert_eq!(status(&answer), "414", "{answer}");
 
     assert_eq!(
@@ -75,6 +61,6 @@ async fn the_default_limits_carry_a_64_kib_kerberos_token() {
     let b = Backend::start("cas1").await;
     let lb = start(&(service("p", "") + &pool("p", &[("cas1", b.addr)], ""))).await;
     let token = format!("Authorization: Negotiate {}", "Y".repeat(64 << 10));
-    let answer = send(lb.addr, &request("/owa/", &[token])).await;
+    let answer = send_raw(lb.addr, &request("/owa/", &[token])).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }

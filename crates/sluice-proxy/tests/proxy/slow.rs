@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::harness::{pool, service, start, wait_for};
+use crate::harness::{pool, send_raw, service, start, wait_for};
 
 const SLOW_CLIENTS: usize = 200;
 
@@ -155,17 +155,9 @@ async fn a_body_that_stalls_gets_408_after_client_idle() {
     let timeouts = "[service.timeouts]\nclient_idle = \"500ms\"\n";
     let lb = start(&(service("p", timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
     let started = Instant::now();
-    let mut c = TcpStream::connect(lb.addr).await.unwrap();
-    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
-        .await
-        .expect("the connection is closed")
-        .unwrap();
+    let stalled = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789";
+    let answer = send_raw(lb.addr, stalled).await;
     let lasted = started.elapsed();
-    let answer = String::from_utf8_lossy(&got);
     assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     assert!(
         lasted >= Duration::from_millis(450) && lasted < Duration::from_secs(3),
