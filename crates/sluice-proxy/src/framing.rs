@@ -6,7 +6,7 @@
 //! colon, bare CR, NUL and other control characters, malformed chunk sizes); what is
 //! checked here parses but is ambiguous. docs/security.md lists every decision.
 
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::uri::{Authority, Uri};
 use http::{HeaderMap, HeaderValue, StatusCode, Version};
@@ -35,13 +35,8 @@ fn bad(why: &str) -> ProxyError {
 /// `Transfer-Encoding` must be exactly `chunked`, once, on HTTP/1.1 only, without
 /// `Content-Length` (RFC 9112 6.1 and 6.3).
 fn check_transfer_encoding(headers: &HeaderMap, version: Version) -> Result<(), ProxyError> {
-    let mut codings = Vec::new();
-    for value in headers.get_all(TRANSFER_ENCODING) {
-        let text = value
-            .to_str()
-            .map_err(|_| bad("Transfer-Encoding is not text"))?;
-        codings.extend(text.split(',').map(|c| c.trim_matches([' ', '\t'])));
-    }
+    let codings = list_items(headers, TRANSFER_ENCODING)
+        .ok_or_else(|| bad("Transfer-Encoding is not text"))?;
     let Some((last, before)) = codings.split_last() else {
         return Ok(());
     };
@@ -70,23 +65,18 @@ fn check_transfer_encoding(headers: &HeaderMap, version: Version) -> Result<(), 
 /// Every `Content-Length` value must be the same run of digits; several equal ones become
 /// one header (RFC 9112 6.3).
 fn normalise_content_length(headers: &mut HeaderMap) -> Result<(), ProxyError> {
-    let mut length: Option<&str> = None;
-    let mut count = 0;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| bad("Content-Length is not text"))?;
-        for item in text.split(',').map(|v| v.trim_matches([' ', '\t'])) {
-            count += 1;
-            let digits = !item.is_empty() && item.bytes().all(|b| b.is_ascii_digit());
-            if !digits || item.len() > 19 || length.is_some_and(|l| l != item) {
-                return Err(bad("invalid or conflicting Content-Length"));
-            }
-            length = Some(item);
-        }
+    let values =
+        list_items(headers, CONTENT_LENGTH).ok_or_else(|| bad("Content-Length is not text"))?;
+    let Some(first) = values.first() else {
+        return Ok(());
+    };
+    let digits =
+        !first.is_empty() && first.len() <= 19 && first.bytes().all(|b| b.is_ascii_digit());
+    if !digits || values.iter().any(|v| v != first) {
+        return Err(bad("invalid or conflicting Content-Length"));
     }
-    if count > 1 {
-        let one = HeaderValue::from_str(length.unwrap_or("0")).expect("digits are a value");
+    if values.len() > 1 {
+        let one = HeaderValue::from_str(first).expect("digits are a value");
         headers.insert(CONTENT_LENGTH, one);
     }
     Ok(())
@@ -146,20 +136,21 @@ pub fn check_response(status: StatusCode, headers: &HeaderMap) -> Result<(), &'s
     if headers.contains_key(CONTENT_LENGTH) {
         return Err("both Content-Length and Transfer-Encoding");
     }
-    let mut codings = headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','));
-    match (codings.next(), codings.next()) {
-        (Some(only), None)
-            if only
-                .trim_matches([' ', '\t'])
-                .eq_ignore_ascii_case("chunked") =>
-        {
-            Ok(())
-        }
+    match list_items(headers, TRANSFER_ENCODING).as_deref() {
+        Some([only]) if only.eq_ignore_ascii_case("chunked") => Ok(()),
         _ => Err("a Transfer-Encoding other than chunked"),
     }
+}
+
+/// The items of a comma-separated header over all its lines, without the spaces and tabs
+/// around them (RFC 9110 5.6.1); `None` if a line is not text.
+fn list_items(headers: &HeaderMap, name: HeaderName) -> Option<Vec<&str>> {
+    let mut items = Vec::new();
+    for value in headers.get_all(name) {
+        let text = value.to_str().ok()?;
+        items.extend(text.split(',').map(|item| item.trim_matches([' ', '\t'])));
+    }
+    Some(items)
 }
 
 /// `host [":" port]` with no user info, a non-empty host and a port that is a number
