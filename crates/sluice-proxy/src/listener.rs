@@ -205,24 +205,10 @@ async fn serve(
         }),
     };
     let report = timeout_reporter(&conn.ctx);
-    let cancels = h2.then(|| Arc::new(Cancels::default()));
-    let counted = cancels.clone();
-    // Boxed, so that the per-request future is Unpin, which parking needs.
-    let svc = service_fn(move |req| {
-        let guard = counted.clone().map(CancelGuard::new);
-        let answer = handle(conn.for_request(), req);
-        Box::pin(async move {
-            let response = answer.await;
-            if let Some(guard) = guard {
-                guard.answered();
-            }
-            response
-        })
-    });
-    let ends = Ends {
+    let mut ends = Ends {
         shutdown: ctx.shutdown.clone(),
         pin_lost,
-        cancels,
+        cancels: None,
     };
     let limits = service.head_limits;
     let result = match phase {
@@ -234,9 +220,22 @@ async fn serve(
                 timeouts.client_idle,
                 report,
             );
+            // Boxed, so that the per-request future is Unpin, which parking needs.
+            let svc = service_fn(move |req| Box::pin(handle(conn.for_request(), req)));
             serve_http1(io, &phase, svc, limits, ends).await
         }
         None => {
+            let cancels = Arc::new(Cancels::default());
+            ends.cancels = Some(cancels.clone());
+            let svc = service_fn(move |req| {
+                let guard = CancelGuard::new(cancels.clone());
+                let answer = handle(conn.for_request(), req);
+                async move {
+                    let response = answer.await;
+                    guard.answered();
+                    response
+                }
+            });
             let streams = service.tls.as_ref().map_or(100, |t| t.http2_max_streams);
             serve_http2(stream, svc, limits, streams, ends).await
         }
