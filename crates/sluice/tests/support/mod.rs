@@ -153,8 +153,10 @@ pub fn two_workloads(owa: [SocketAddr; 2], ews: [SocketAddr; 2], token_file: &Pa
              # {path}\n"
         )
     };
+    // One traffic thread, the current-thread runtime (`sluice run` otherwise runs one
+    // per CPU): reloads and the admin API are tested on it.
     format!(
-        "[global]\naccess_log = false\n\
+        "[global]\naccess_log = false\nworkers = 1\n\
          [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
          [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"owa\"\n\
          [[service.route]]\nname = \"ews\"\nmatch = {{ path_prefix = \"/ews/\" }}\npool = \"ews\"\n\
