@@ -26,7 +26,8 @@ pub struct AccessLog {
     tx: Option<SyncSender<String>>,
     dropped: Arc<AtomicU64>,
     format: LogFormat,
-    metrics: Metrics,
+    /// Shared: every connection holds a clone of its log.
+    metrics: Arc<Metrics>,
 }
 
 impl AccessLog {
@@ -62,7 +63,7 @@ impl AccessLog {
             tx,
             dropped: Arc::default(),
             format: LogFormat::Logfmt,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -80,6 +81,11 @@ impl AccessLog {
 
     pub fn disabled() -> Self {
         AccessLog::to(None)
+    }
+
+    /// Whether lines are written (metrics are counted either way).
+    pub fn writes_lines(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Counts the request in the metrics and writes its line.

@@ -2,11 +2,10 @@
 //! new connection (retrying elsewhere while that is safe), and relay the response.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::SET_COOKIE;
-use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
@@ -18,7 +17,7 @@ use crate::conn_io::{ConnPhase, RequestPhase};
 use crate::error::ProxyError;
 use crate::expect::GateHandle;
 use crate::framing;
-use crate::headers::remove_hop_by_hop;
+use crate::headers::{self, remove_hop_by_hop};
 use crate::local::{error_response, rule_response};
 use crate::persistence::{forbid_shared_caching, Decision, Sticky};
 use crate::pinning::{self, Leased, PinSlot, Pinned, Reuse};
@@ -42,9 +41,16 @@ pub struct ConnCtx {
     /// have none: their streams cannot share one HTTP/1.1 server connection.
     pub pins: Option<Arc<PinSlot>>,
     pub log: AccessLog,
+    /// `client` as `X-Forwarded-For` gives it, formatted at the first request.
+    pub forwarded_for: OnceLock<HeaderValue>,
 }
 
 impl ConnCtx {
+    pub fn forwarded_for(&self) -> &HeaderValue {
+        self.forwarded_for
+            .get_or_init(|| headers::forwarded_for(self.client.ip()))
+    }
+
     pub fn service(&self) -> &Service {
         &self.snapshot.config.services[self.service]
     }
@@ -87,7 +93,7 @@ pub async fn handle(
     };
     let start = Instant::now();
     let mut record = Record {
-        time: Some(SystemTime::now()),
+        time: ctx.log.writes_lines().then(SystemTime::now),
         client: Some(ctx.client),
         service: ctx.service().name.clone(),
         method: req.method().to_string(),
@@ -125,7 +131,7 @@ async fn forward<'r>(
     let client = ctx.client.ip();
     let (mut parts, body) = req.into_parts();
     framing::check(&mut parts, &service.head_limits)?;
-    let host = routing::host_of(&parts.headers, &parts.uri).map(str::to_string);
+    let host = routing::host_value(&parts.headers, &parts.uri);
     let mut edits = ResponseEdits::default();
     if let Some(answer) = rules::apply(&service.rules, &mut parts, client, &mut edits)? {
         return Ok(Outcome::Ruled(answer));
@@ -147,9 +153,10 @@ async fn forward<'r>(
     if auth && pool.cfg.pin_auth && ctx.pins.is_none() {
         return Err(ProxyError::Http11Required);
     }
-    let now = Instant::now();
+    // Persistence's clock: the request's start is recent enough.
+    let now = exchange.start;
     let (sticky, choice) = affinity(&pool, &mut parts.headers, client, now)?;
-    let (req, replay, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
+    let (req, gate) = request::prepare(ctx, (parts, body), host, &limits, exchange)?;
     // A pinned connection serves this request only if its server is in the request's
     // pool; otherwise it is closed here and the request is balanced as usual.
     let pinned = ctx.pins.as_ref().and_then(|slot| slot.take()).filter(|p| {
@@ -161,7 +168,7 @@ async fn forward<'r>(
     let server_idle = limits.server.unwrap_or(pool.cfg.timeouts.server);
     let sent = match pinned {
         Some(pinned) => send_pinned(pinned, req, server_idle, record, exchange).await,
-        None => send(&pool, req, replay, choice, server_idle, record, exchange).await,
+        None => send(&pool, req, choice, server_idle, record, exchange).await,
     };
     let (response, leased, active) = match (sent, exchange.upload_fault()) {
         (Ok(sent), _) => sent,
@@ -293,10 +300,15 @@ async fn send_pinned(
 /// A response's head, the connection it came over, and the server's request count.
 type Sent = (Response<Incoming>, Leased, ActiveGuard);
 
+/// A connection idle for less than this is not one its server is closing for idleness:
+/// servers keep idle connections for seconds (nginx 75 s, IIS 120 s, Apache 5 s). A
+/// bodiless request sent over an older one keeps a copy of its head, to send it again
+/// should the server have closed the connection just as the request went out.
+const RISKY_IDLE: Duration = Duration::from_millis(250);
+
 async fn send(
     pool: &Arc<PoolRt>,
     req: Request<UpstreamBody>,
-    replay: Option<Parts>,
     choice: Choice,
     limit: Duration,
     record: &mut Record,
@@ -304,31 +316,36 @@ async fn send(
 ) -> Result<Sent, ProxyError> {
     let mut attempts = Attempts::new(pool, choice);
     let mut pending = Some(req);
+    let mut replay = None;
     let mut stale = 0;
     while let Some((index, server, active)) = attempts.next(record) {
         let connecting = Instant::now();
-        let (mut conn, reused) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
-            Some(s) => (s, true),
+        let (mut conn, idle_for) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
+            Some((conn, idle_for)) => (conn, Some(idle_for)),
             None => match pool
                 .connector
                 .open(server.cfg.address, server.live.cut_signal())
                 .await
             {
-                Ok(s) => (s, false),
+                Ok(s) => (s, None),
                 Err(reason) => {
                     attempts.unreachable(index, &server, reason);
                     continue;
                 }
             },
         };
-        record.t_connect = Some(connecting.elapsed());
+        let reused = idle_for.is_some();
+        let sending = Instant::now();
+        record.t_connect = Some(sending - connecting);
         let Some(request) = pending
             .take()
             .or_else(|| replay.as_ref().map(request::bodiless))
         else {
             break;
         };
-        let sending = Instant::now();
+        if replay.is_none() && idle_for.is_some_and(|idle| idle >= RISKY_IDLE) {
+            replay = request::replayable(&request);
+        }
         conn.begin_exchange();
         let outcome = await_response(conn.sender.try_send_request(request), exchange, limit).await;
         match outcome {

@@ -6,47 +6,87 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::HeaderMap;
 
-const KEEP_ALIVE: &str = "keep-alive";
-const PROXY_CONNECTION: &str = "proxy-connection";
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        CONNECTION,
+        TE,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ]
+    .contains(name)
+}
 
 /// Removes the headers that belong to one connection only, including every header that
 /// `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none, or only `Connection`: one pass over the names instead of
+    // a lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE] {
+    for name in [
+        CONNECTION,
+        TE,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ] {
         headers.remove(name);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
+}
+
+/// The client's address as `X-Forwarded-For` gives it (IPv4-mapped addresses as IPv4).
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_canonical().to_string())
+        .expect("an IP address is a valid header value")
 }
 
 /// Appends the client to `X-Forwarded-For` and states the original scheme and host.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
-    let client = client.to_canonical().to_string();
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    tls: bool,
+    host: Option<&HeaderValue>,
+) {
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let value = match prior {
+        Some(prior) => {
+            let client = client.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {client}")).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+    if let Some(v) = value {
+        headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if tls { "https" } else { "http" };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(v) = host {
+        headers.insert(X_FORWARDED_HOST, v.clone());
     }
 }
 
@@ -78,17 +118,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
-        add_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            true,
-            Some("mail.example.com"),
-        );
+        let host = HeaderValue::from_static("mail.example.com");
+        let client = forwarded_for("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &client, true, Some(&host));
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "mail.example.com");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), false, None);
+        let client = forwarded_for("::ffff:10.1.2.3".parse().unwrap());
+        add_forwarded(&mut h, &client, false, None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -202,6 +202,7 @@ async fn serve(
             phase: phase.clone(),
             pins,
             log: ctx.log.clone(),
+            forwarded_for: OnceLock::new(),
         }),
     };
     let report = timeout_reporter(&conn.ctx);
@@ -460,6 +461,7 @@ impl Conn {
                 phase: self.ctx.phase.clone(),
                 pins: self.ctx.pins.clone(),
                 log: self.ctx.log.clone(),
+                forwarded_for: self.ctx.forwarded_for.clone(),
             }),
             None => self.ctx.clone(),
         }

@@ -29,8 +29,8 @@ struct RequestLabels {
     route: String,
     pool: String,
     server: String,
-    /// `2xx`, `4xx`...
-    class: String,
+    /// `2xx`, `4xx`...; `none` where nothing was answered.
+    class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,8 +153,12 @@ impl Metrics {
         }
         // Status 0: nothing was answered (a connection refused at `max_connections`).
         let class = match r.status {
-            0 => "none".to_string(),
-            s => format!("{}xx", s / 100),
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "none",
         };
         self.requests
             .get_or_create(&RequestLabels {

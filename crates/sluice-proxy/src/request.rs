@@ -18,16 +18,15 @@ use crate::forward::ConnCtx;
 use crate::headers::{add_forwarded, remove_hop_by_hop};
 use crate::upstream::UpstreamBody;
 
-/// A request ready for the server, its head again when it has no body (to re-send it if
-/// a reused connection turns out to be dead), and its `Expect: 100-continue` gate.
-pub type Prepared = (Request<UpstreamBody>, Option<Parts>, Option<GateHandle>);
+/// A request ready for the server and its `Expect: 100-continue` gate.
+pub type Prepared = (Request<UpstreamBody>, Option<GateHandle>);
 
 /// Rewrites a client request for the server. `host` is the host the client asked for,
 /// before any rule changed it (it goes in `X-Forwarded-Host`).
 pub fn prepare(
     ctx: &ConnCtx,
     (mut parts, body): (Parts, Incoming),
-    host: Option<String>,
+    host: Option<HeaderValue>,
     limits: &Limits,
     exchange: &Arc<Exchange>,
 ) -> Result<Prepared, ProxyError> {
@@ -36,36 +35,33 @@ pub fn prepare(
     if service.x_forwarded {
         add_forwarded(
             &mut parts.headers,
-            ctx.client.ip(),
+            ctx.forwarded_for(),
             ctx.tls,
-            host.as_deref(),
+            host.as_ref(),
         );
     }
     if !parts.headers.contains_key(HOST) {
         let host =
             host.ok_or_else(|| ProxyError::BadRequest("the request names no host".into()))?;
-        let value = HeaderValue::from_str(&host)
-            .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
-        parts.headers.insert(HOST, value);
+        parts.headers.insert(HOST, host);
     }
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     parts.uri = target
         .parse::<Uri>()
         .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
     parts.version = Version::HTTP_11;
-    let replay = body.is_end_stream().then(|| copy_head(&parts));
     let expects = !body.is_end_stream() && expect::expects_continue(&parts.headers);
     let idle = limits.client_idle.unwrap_or(service.timeouts.client_idle);
     let body = Metered::new(body, exchange.clone(), Direction::Upload, idle)
         .limit(limits.max_body)
         .boxed_unsync();
     if !expects {
-        return Ok((Request::from_parts(parts, body), replay, None));
+        return Ok((Request::from_parts(parts, body), None));
     }
     if service.expect == ExpectMode::Answer {
         // hyper sends the client its 100 when the body is first read, which is at once.
         parts.headers.remove(EXPECT);
-        return Ok((Request::from_parts(parts, body), replay, None));
+        return Ok((Request::from_parts(parts, body), None));
     }
     let (body, gate) = expect::gate(body, service.timeouts.expect_continue);
     let mut req = Request::from_parts(parts, body);
@@ -75,26 +71,32 @@ pub fn prepare(
             opener.proceed();
         }
     });
-    Ok((req, replay, Some(gate)))
+    Ok((req, Some(gate)))
 }
 
-/// A copy of a request head (everything but the body).
-fn copy_head(head: &Parts) -> Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = head.method.clone();
-    parts.uri = head.uri.clone();
-    parts.version = head.version;
-    parts.headers = head.headers.clone();
-    parts.extensions = head.extensions.clone();
-    parts
+/// A bodiless request's head, kept to send it again; `None` for a request with a body,
+/// which cannot be.
+pub fn replayable<B: http_body::Body>(req: &Request<B>) -> Option<Request<()>> {
+    req.body().is_end_stream().then(|| with_head(req, ()))
 }
 
-/// The request again from its copied head, for a re-send.
-pub fn bodiless(head: &Parts) -> Request<UpstreamBody> {
+/// The request again from its kept head, for a re-send.
+pub fn bodiless(head: &Request<()>) -> Request<UpstreamBody> {
     let empty = http_body_util::Empty::new()
         .map_err(|e| match e {})
         .boxed_unsync();
-    Request::from_parts(copy_head(head), empty)
+    with_head(head, empty)
+}
+
+/// `from`'s head (everything but the body) with `body`.
+fn with_head<B, C>(from: &Request<B>, body: C) -> Request<C> {
+    let mut req = Request::new(body);
+    *req.method_mut() = from.method().clone();
+    *req.uri_mut() = from.uri().clone();
+    *req.version_mut() = from.version();
+    *req.headers_mut() = from.headers().clone();
+    *req.extensions_mut() = from.extensions().clone();
+    req
 }
 
 /// A declared body larger than the limit is refused before anything is sent.

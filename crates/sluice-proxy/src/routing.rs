@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::header::HOST;
 use http::request::Parts;
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderValue, Method, Uri};
 use sluice_config::{Condition, Route, Service};
 
 /// The route (`None` for the default pool) and pool index of the first route whose
@@ -29,6 +29,14 @@ pub fn host_of<'r>(headers: &'r HeaderMap, uri: &'r Uri) -> Option<&'r str> {
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
+/// [`host_of`] as a header value, for `Host` and `X-Forwarded-Host`.
+pub fn host_value(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    match headers.get(HOST) {
+        Some(h) if h.to_str().is_ok() => Some(h.clone()),
+        _ => HeaderValue::from_str(uri.authority()?.as_str()).ok(),
+    }
 }
 
 pub fn strip_port(host: &str) -> &str {

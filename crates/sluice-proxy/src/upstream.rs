@@ -179,12 +179,14 @@ pub struct IdlePool {
 }
 
 impl IdlePool {
-    /// A ready idle connection younger than `max_age`, if any. Stale ones are dropped.
-    pub fn checkout(&self, max_age: Duration) -> Option<ServerConn> {
+    /// A ready idle connection younger than `max_age`, if any, and how long it sat idle.
+    /// Stale ones are dropped.
+    pub fn checkout(&self, max_age: Duration) -> Option<(ServerConn, Duration)> {
         let mut idle = lock(&self.idle);
         while let Some((conn, since)) = idle.pop() {
-            if conn.is_ready() && since.elapsed() < max_age {
-                return Some(conn);
+            let idle_for = since.elapsed();
+            if conn.is_ready() && idle_for < max_age {
+                return Some((conn, idle_for));
             }
         }
         None

@@ -1,6 +1,8 @@
 //! Weighted round robin proportions and least connections, through the proxy.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -90,4 +92,48 @@ async fn server_connections_are_kept_alive_and_reused_across_clients() {
         1,
         "every request should ride one kept-alive connection"
     );
+}
+
+/// A keep-alive server that answers the first request on each connection and closes the
+/// connection, unanswered, at the second: what a server closing an idle connection just
+/// as a request goes out looks like from the balancer. Counts its connections.
+async fn closes_at_the_second_request() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                // A GET's head arrives in one read on loopback.
+                if matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    let _ = conn.write_all(ok).await;
+                    let _ = conn.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_get_on_a_connection_the_server_closed_under_it_is_sent_again() {
+    let (addr, accepted) = closes_at_the_second_request().await;
+    let config = service("p", "") + &crate::harness::pool("p", &[("a", addr)], "");
+    let lb = start(&config).await;
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    // Idle long enough that the server could be closing it: the head is kept and the
+    // request goes again over a new connection.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(client.get("/").await.unwrap().status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A connection that answered a moment ago was not closed for idleness: the server
+    // failed this request, and it is not sent twice.
+    assert_eq!(client.get("/").await.unwrap().status, 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
