@@ -1,8 +1,9 @@
 """Equivalent configurations for the three balancers and the backend servers.
 
 Every balancer gets the same shape: one listener, round robin over the three backends,
-keep-alive towards them with idle connections reused (HTTP), one thread or worker, no
-access log, no health checks, timeouts long enough never to fire during a run.
+keep-alive towards them with idle connections reused (HTTP), the client's Host passed on
+and X-Forwarded-For/-Proto/-Host added (HTTP), one thread or worker, no access log, no
+health checks, timeouts long enough never to fire during a run.
 """
 
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ servers = [
 """
 
 
-def haproxy(lay: Layout, mode: str) -> str:
+def haproxy(lay: Layout, mode: str, splice: bool = True) -> str:
     servers = "\n".join(
         f"  server b{i} 127.0.0.1:{p}" for i, p in enumerate(lay.backends)
     )
@@ -111,10 +112,18 @@ def haproxy(lay: Layout, mode: str) -> str:
     if mode == HTTPS:
         bind += f" ssl crt {lay.dir}/front.pem"
     if mode == TCP:
-        # Splice both ways: the layer 4 comparison is splice against splice.
-        proto = "mode tcp\n  option splice-request\n  option splice-response"
+        # Splice both ways unless asked not to: HAProxy's default copies through user space.
+        proto = "mode tcp"
+        if splice:
+            proto += "\n  option splice-request\n  option splice-response"
     else:
-        proto = "mode http\n  option http-keep-alive\n  http-reuse safe"
+        # The forwarding headers sluice adds by default, so that each does the same work.
+        proto = "mode http\n  option http-keep-alive\n  http-reuse safe\n  option forwardfor"
+        scheme = "https" if mode == HTTPS else "http"
+        bind += (
+            f"\n  http-request set-header X-Forwarded-Proto {scheme}"
+            "\n  http-request set-header X-Forwarded-Host %[req.hdr(host)]"
+        )
     return f"""global
   nbthread 1
   maxconn {lay.haproxy_maxconn(mode)}
@@ -185,6 +194,10 @@ http {{
       proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
       proxy_buffering on;
     }}
   }}

@@ -32,9 +32,10 @@ SCENARIOS = [
 class Candidate:
     """One balancer: how to write its configuration and start it."""
 
-    def __init__(self, name, command, write, max_clients=lambda lay: None):
+    def __init__(self, name, command, write, max_clients=lambda lay: None, modes=(HTTP, HTTPS, TCP)):
         self.name, self.command, self.write = name, command, write
         self.max_clients = max_clients
+        self.modes = modes
 
     def start(self, lay, mode, cpu):
         path = lay.dir / f"{self.name}-{mode}.conf"
@@ -59,6 +60,12 @@ def candidates(sluice_bin, nginx_user):
             max_clients=lambda lay: lay.haproxy_maxconn(HTTP) - 8,
         ),
         Candidate(
+            "haproxy-copy",
+            lambda p, lay: ["haproxy", "-db", "-f", str(p)],
+            lambda lay, mode: configs.haproxy(lay, mode, splice=False),
+            modes=(TCP,),
+        ),
+        Candidate(
             "nginx",
             lambda p, lay: procs.nginx_command(p, lay.dir / "front-error.log"),
             lambda lay, mode: configs.nginx(lay, mode, nginx_user),
@@ -72,6 +79,8 @@ def run_one(scenario, candidate, lay, cpu, seconds, idle_count):
         if scenario.mode == HTTPS or scenario.idle:
             return None  # the backends speak plain HTTP; idle memory needs a balancer
         return _measure_wrk(scenario, None, lay.backends[0], seconds)
+    if scenario.mode not in candidate.modes:
+        return None
     proc = candidate.start(lay, scenario.mode, cpu)
     try:
         if scenario.idle:
