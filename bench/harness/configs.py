@@ -84,6 +84,7 @@ def sluice(lay: Layout, mode: str) -> str:
 access_log = false
 workers = 1
 shutdown_timeout = "1s"
+max_connections = {lay.haproxy_maxconn(mode)}
 
 [admin]
 listen = "127.0.0.1:{lay.admin}"

@@ -52,7 +52,12 @@ class Candidate:
 
 def candidates(sluice_bin, nginx_user):
     return [
-        Candidate("sluice", lambda p, lay: [sluice_bin, "run", "--config", str(p)], configs.sluice),
+        Candidate(
+            "sluice",
+            lambda p, lay: [sluice_bin, "run", "--config", str(p)],
+            configs.sluice,
+            max_clients=lambda lay: lay.haproxy_maxconn(HTTP) - 8,
+        ),
         Candidate(
             "haproxy",
             lambda p, lay: ["haproxy", "-db", "-f", str(p)],

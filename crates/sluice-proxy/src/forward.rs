@@ -282,7 +282,7 @@ async fn send_pinned(
     let server = pinned.server.clone();
     record.server = Some(server.cfg.name.clone());
     let active = server.live.begin();
-    pinned.begin_exchange();
+    pinned.begin_exchange(Instant::now());
     let sent = pinned.sender().try_send_request(req);
     match await_response(sent, exchange, limit).await {
         Some(Ok(response)) => Ok((response, Leased::Pinned(pinned), active)),
@@ -346,7 +346,7 @@ async fn send(
         if replay.is_none() && idle_for.is_some_and(|idle| idle >= RISKY_IDLE) {
             replay = request::replayable(&request);
         }
-        conn.begin_exchange();
+        conn.begin_exchange(sending);
         let outcome = await_response(conn.sender.try_send_request(request), exchange, limit).await;
         match outcome {
             Some(Ok(response)) => {

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use http::header::{AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
@@ -140,8 +141,8 @@ impl Pinned {
         &mut self.conn.sender
     }
 
-    pub fn begin_exchange(&self) {
-        self.conn.begin_exchange();
+    pub fn begin_exchange(&self, at: Instant) {
+        self.conn.begin_exchange(at);
     }
 }
 

@@ -38,9 +38,9 @@ impl ServerConn {
         self.sender.is_ready()
     }
 
-    /// Marks the start of a request over this connection.
-    pub fn begin_exchange(&self) {
-        *lock(&self.busy_since) = Some(Instant::now());
+    /// Marks the start, `at`, of a request over this connection.
+    pub fn begin_exchange(&self, at: Instant) {
+        *lock(&self.busy_since) = Some(at);
     }
 
     /// Marks the end of the response: the connection is at a safe point to close.
