@@ -45,10 +45,13 @@ pub fn prepare(
             host.ok_or_else(|| ProxyError::BadRequest("the request names no host".into()))?;
         parts.headers.insert(HOST, host);
     }
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = target
-        .parse::<Uri>()
-        .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
+    if parts.uri.authority().is_some() {
+        // Absolute form (or HTTP/2's): the server gets the origin form.
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        parts.uri = target
+            .parse::<Uri>()
+            .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
+    }
     parts.version = Version::HTTP_11;
     let expects = !body.is_end_stream() && expect::expects_continue(&parts.headers);
     let idle = limits.client_idle.unwrap_or(service.timeouts.client_idle);
