@@ -84,8 +84,6 @@ def run_one(scenario, candidate, lay, cpu, seconds, idle_count):
         if scenario.mode == HTTPS or scenario.idle:
             return None  # the backends speak plain HTTP; idle memory needs a balancer
         return _measure_wrk(scenario, None, lay.backends[0], seconds)
-    if scenario.mode not in candidate.modes:
-        return None
     proc = candidate.start(lay, scenario.mode, cpu)
     try:
         if scenario.idle:
