@@ -94,3 +94,12 @@ pub fn pool(name: &str, servers: &[(&str, SocketAddr)], extra: &str) -> String {
 pub fn service(default_pool: &str, extra: &str) -> String {
     format!("[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"{default_pool}\"\n{extra}\n")
 }
+
+/// [`service`] for pool "p" terminating TLS with one certificate, `<cert>.pem` and
+/// `<cert>.key` beside the configuration; `tls_extra` goes in `[service.tls]`.
+pub fn service_with_tls(cert: &str, extra: &str, tls_extra: &str) -> String {
+    let tls = format!(
+        "{extra}\n[service.tls]\ncertificates = [{{ cert = \"{cert}.pem\", key = \"{cert}.key\" }}]\n{tls_extra}"
+    );
+    service("p", &tls)
+}

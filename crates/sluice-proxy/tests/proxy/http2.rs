@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_lab::{Backend, TestCert};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{pool, start_in, Lb};
+use crate::harness::{pool, service_with_tls, start_in, Lb};
 use crate::tls::{client_config, handshake};
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -175,10 +175,8 @@ async fn h2_service(extra: &str) -> (Lb, TestCert, Backend, tempfile::TempDir) {
     let cert = TestCert::new(&["mail.contoso.com"]);
     cert.write(dir.path(), "site");
     let backend = Backend::start("cas1").await;
-    let config = format!(
-        "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n{extra}\n[service.tls]\ncertificates = [{{ cert = \"site.pem\", key = \"site.key\" }}]\nhttp2_max_streams = 10\n{}",
-        pool("p", &[("cas1", backend.addr)], "")
-    );
+    let config = service_with_tls("site", extra, "http2_max_streams = 10")
+        + &pool("p", &[("cas1", backend.addr)], "");
     let lb = start_in(&config, dir.path()).await;
     (lb, cert, backend, dir)
 }

@@ -12,7 +12,7 @@ use rustls_pki_types::ServerName;
 use sluice_lab::{Backend, Client, TestCert};
 use tokio::net::TcpStream;
 
-use crate::harness::{pool, start_in};
+use crate::harness::{pool, service_with_tls, start_in};
 
 pub fn client_config(trusted: &[&TestCert], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
@@ -141,10 +141,7 @@ async fn ntlm_over_http2_is_sent_back_to_http1() {
     let mail = TestCert::new(&["mail.example.com"]);
     mail.write(dir.path(), "mail");
     let backend = Backend::start("cas1").await;
-    let config = format!(
-        "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n[service.tls]\ncertificates = [{{ cert = \"mail.pem\", key = \"mail.key\" }}]\n{}",
-        pool("p", &[("cas1", backend.addr)], "")
-    );
+    let config = service_with_tls("mail", "", "") + &pool("p", &[("cas1", backend.addr)], "");
     let lb = start_in(&config, dir.path()).await;
     let tls = handshake(
         lb.addr,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sluice_lab::{Backend, TestCert};
 
-use crate::harness::{pool, start_in, Lb};
+use crate::harness::{pool, service_with_tls, start_in, Lb};
 
 /// Whether this machine has `openssl`; CI (`CI` set) must.
 fn have_openssl() -> bool {
@@ -57,10 +57,7 @@ async fn tls_service(dir: &std::path::Path) -> (Lb, Backend) {
     let cert = TestCert::new(&["mail.contoso.com"]);
     cert.write(dir, "site");
     let backend = Backend::start("cas1").await;
-    let config = format!(
-        "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\ndefault_pool = \"p\"\n[service.tls]\ncertificates = [{{ cert = \"site.pem\", key = \"site.key\" }}]\n{}",
-        pool("p", &[("cas1", backend.addr)], "")
-    );
+    let config = service_with_tls("site", "", "") + &pool("p", &[("cas1", backend.addr)], "");
     (start_in(&config, dir).await, backend)
 }
 
