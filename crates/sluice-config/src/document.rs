@@ -45,7 +45,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     let pool_index: service::PoolIndex = pools
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.name.as_str(), (i, p)))
+        .map(|(i, p)| (&*p.name, (i, p)))
         .collect();
     let service_tables = match root.get("service") {
         Some(f) => f.tables(&mut r),

@@ -3,9 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
+
+/// The name of a service, route, pool or server: shared, since every request's log record
+/// and metrics carry the names it went through.
+pub type Name = Arc<str>;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -18,7 +23,7 @@ pub struct Config {
 
 impl Config {
     pub fn pool_index(&self, name: &str) -> Option<usize> {
-        self.pools.iter().position(|p| p.name == name)
+        self.pools.iter().position(|p| &*p.name == name)
     }
 }
 
@@ -103,7 +108,7 @@ pub enum Mode {
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub name: String,
+    pub name: Name,
     pub listen: Vec<SocketAddr>,
     pub mode: Mode,
     /// Index into `Config::pools` used when no route matches; `None` answers 404.
@@ -228,7 +233,7 @@ impl Default for Sorry {
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    pub name: Name,
     /// Every condition must hold (an empty list matches everything).
     pub conditions: Vec<Condition>,
     pub pool: usize,
@@ -427,7 +432,7 @@ pub enum OnServerDown {
 
 #[derive(Debug, Clone)]
 pub struct Pool {
-    pub name: String,
+    pub name: Name,
     pub algorithm: Algorithm,
     pub servers: Vec<Server>,
     pub health: Option<HealthCheck>,
@@ -465,7 +470,7 @@ pub enum ProxyProtocol {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
-    pub name: String,
+    pub name: Name,
     pub address: SocketAddr,
     pub weight: u32,
     pub max_connections: Option<u32>,

@@ -47,7 +47,7 @@ fn parse_pool(mut t: Table, r: &mut Report, base: &Path) -> (Pool, Option<Named>
         .and_then(|f| f.choice(r, &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)]));
     t.finish(r);
     let pool = Pool {
-        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        name: name.as_ref().map_or("", |n| n.name.as_str()).into(),
         algorithm,
         servers,
         health,
@@ -136,7 +136,7 @@ fn parse_server(mut t: Table, r: &mut Report) -> (Server, Option<Named>) {
     let name = named(&mut t, r);
     let address = t.require(r, "address").and_then(|f| socket_addr(&f, r));
     let server = Server {
-        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        name: name.as_ref().map_or("", |n| n.name.as_str()).into(),
         address: address.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         weight: t
             .get("weight")

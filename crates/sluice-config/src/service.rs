@@ -72,7 +72,7 @@ fn parse_service(
         .and_then(|f| f.int_in(r, 1, 10_000_000))
         .map(|n| n as u32);
     let mut service = Service {
-        name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+        name: name.as_ref().map_or("", |n| n.name.as_str()).into(),
         listen,
         mode,
         default_pool,
@@ -345,7 +345,7 @@ fn parse_routes(t: &mut Table, r: &mut Report, pools: &PoolIndex, mode: Mode) ->
                 .require(r, "pool")
                 .and_then(|f| pool_ref(&f, r, pools, mode));
             let mut route = Route {
-                name: name.as_ref().map(|n| n.name.clone()).unwrap_or_default(),
+                name: name.as_ref().map_or("", |n| n.name.as_str()).into(),
                 conditions,
                 pool: pool.unwrap_or(0),
                 rules: Vec::new(),

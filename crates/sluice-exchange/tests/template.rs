@@ -49,7 +49,7 @@ async fn every_version_validates_and_routes_each_workload_to_its_pool() {
             .filter(|w| w.since <= version)
             .map(|w| w.name)
             .collect();
-        let pools: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        let pools: Vec<&str> = config.pools.iter().map(|p| &*p.name).collect();
         assert_eq!(pools, expected, "{version}");
         assert_eq!(version == Version::V2010, !pools.contains(&"mapi"));
         let (log, lines) = AccessLog::channel(1000);
@@ -144,7 +144,8 @@ fn the_persistence_each_workload_needs_is_the_default() {
         let front = TestCert::new(&[NAMESPACE]);
         (t.cert, t.key) = front.write(dir.path(), "front");
         let config = sluice_config::parse(&render(&t).unwrap(), "t.toml", dir.path()).unwrap();
-        let pool = |name: &str| -> &Pool { config.pools.iter().find(|p| p.name == name).unwrap() };
+        let pool =
+            |name: &str| -> &Pool { config.pools.iter().find(|p| *p.name == *name).unwrap() };
         for shared in ["owa", "ecp"] {
             let kind = &pool(shared).persistence.as_ref().unwrap().kind;
             assert!(
@@ -199,7 +200,7 @@ fn the_layer4_variants_pass_tls_through_with_the_checks_each_design_has() {
     let single = sluice_config::parse(&render(&t).unwrap(), "t.toml", Path::new(".")).unwrap();
     let https = &single.services[1];
     assert_eq!((https.mode, https.tls.is_none()), (Mode::Tcp, true));
-    let pools: Vec<&str> = single.pools.iter().map(|p| p.name.as_str()).collect();
+    let pools: Vec<&str> = single.pools.iter().map(|p| &*p.name).collect();
     assert_eq!(
         pools,
         [
@@ -215,7 +216,7 @@ fn the_layer4_variants_pass_tls_through_with_the_checks_each_design_has() {
     let check = single.pools[0].health.as_ref().unwrap();
     assert!(matches!(&check.probe, Probe::Http(h) if h.path == "/owa/healthcheck.htm"));
     assert!(matches!(&check.tls, CheckTls::Handshake { sni: Some(n) } if n == NAMESPACE));
-    let imaps = single.pools.iter().find(|p| p.name == "imaps").unwrap();
+    let imaps = single.pools.iter().find(|p| &*p.name == "imaps").unwrap();
     assert_eq!(imaps.servers[0].address, "10.0.0.11:993".parse().unwrap());
     assert!(matches!(
         imaps.health.as_ref().unwrap().probe,
@@ -234,10 +235,10 @@ fn the_layer4_variants_pass_tls_through_with_the_checks_each_design_has() {
     let routes: Vec<(&str, &[Condition])> = https
         .routes
         .iter()
-        .map(|r| (r.name.as_str(), r.conditions.as_slice()))
+        .map(|r| (&*r.name, r.conditions.as_slice()))
         .collect();
     assert!(matches!(routes[0], ("activesync", [Condition::Sni(n)]) if n == &["eas.example.com"]));
-    let ews = split.pools.iter().find(|p| p.name == "ews").unwrap();
+    let ews = split.pools.iter().find(|p| &*p.name == "ews").unwrap();
     assert!(
         matches!(&ews.health.as_ref().unwrap().probe, Probe::Http(h) if h.path == "/ews/healthcheck.htm" && h.host.as_deref() == Some("ews.example.com"))
     );

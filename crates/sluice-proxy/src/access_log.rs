@@ -15,7 +15,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sluice_config::LogFormat;
+use sluice_config::{LogFormat, Name};
 
 use crate::metrics::Metrics;
 
@@ -115,10 +115,10 @@ impl AccessLog {
 pub struct Record {
     pub time: Option<SystemTime>,
     pub client: Option<SocketAddr>,
-    pub service: String,
-    pub route: Option<String>,
-    pub pool: Option<String>,
-    pub server: Option<String>,
+    pub service: Name,
+    pub route: Option<Name>,
+    pub pool: Option<Name>,
+    pub server: Option<Name>,
     pub method: String,
     pub uri: String,
     pub proto: &'static str,
@@ -201,10 +201,10 @@ impl Record {
         let mut line = serde_json::json!({
             "time": humantime::format_rfc3339_millis(time).to_string(),
             "client": self.client.map(|c| c.to_string()),
-            "service": self.service,
-            "route": self.route,
-            "pool": self.pool,
-            "server": self.server,
+            "service": &*self.service,
+            "route": self.route.as_deref(),
+            "pool": self.pool.as_deref(),
+            "server": self.server.as_deref(),
             "method": self.method,
             "uri": self.uri,
             "proto": self.proto,

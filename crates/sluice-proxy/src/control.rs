@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use ring::hmac;
-use sluice_config::{Config, Probe};
+use sluice_config::{Config, Name, Probe};
 use sluice_health::{run_probes, Checked, Transition};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -49,7 +49,7 @@ const MAX_WEIGHT: u32 = 256;
 
 /// A listening socket and its accept loop.
 struct Listener {
-    service: String,
+    service: Name,
     /// As configured (port 0 stays 0); with the service, what identifies it in a reload.
     configured: SocketAddr,
     bound: SocketAddr,
@@ -74,12 +74,12 @@ struct Plane {
     /// The configuration as its file says, before runtime weights.
     file: Config,
     source: Option<PathBuf>,
-    weights: HashMap<(String, String), WeightOverride>,
+    weights: HashMap<(Name, Name), WeightOverride>,
     cookie_key: hmac::Key,
     listeners: Vec<Listener>,
     /// Open connections per service name, kept across reloads.
-    service_trackers: HashMap<String, Arc<ConnTracker>>,
-    probes: HashMap<(String, String), Probing>,
+    service_trackers: HashMap<Name, Arc<ConnTracker>>,
+    probes: HashMap<(Name, Name), Probing>,
     reloads: Reloads,
 }
 
@@ -236,7 +236,7 @@ impl Control {
                 pool: Some(pool.to_string()),
                 server: server.to_string(),
             })?;
-        let key = (pool.to_string(), server.to_string());
+        let key: (Name, Name) = (pool.into(), server.into());
         let previous = plane.weights.insert(
             key.clone(),
             WeightOverride {
@@ -299,7 +299,7 @@ impl Control {
         let bound: Vec<(String, SocketAddr)> = plane
             .listeners
             .iter()
-            .map(|l| (l.service.clone(), l.bound))
+            .map(|l| (l.service.to_string(), l.bound))
             .collect();
         let open = |name: &str| plane.service_trackers.get(name).map_or(0, |t| t.open());
         Status {
@@ -329,7 +329,7 @@ impl Control {
         self.lock()
             .listeners
             .iter()
-            .filter(|l| l.service == service)
+            .filter(|l| *l.service == *service)
             .map(|l| l.bound)
             .collect()
     }
@@ -385,7 +385,7 @@ impl Control {
 
     fn listen(
         &self,
-        service: String,
+        service: Name,
         configured: SocketAddr,
         socket: Arc<TcpListener>,
         service_tracker: Arc<ConnTracker>,
@@ -393,7 +393,7 @@ impl Control {
         let bound = socket.local_addr().unwrap_or(configured);
         tracing::info!(service = %service, "listening on {bound}");
         let ctx = Listening {
-            service: service.as_str().into(),
+            service: service.clone(),
             snapshot: self.snapshot.clone(),
             log: self.log.clone(),
             tracker: self.tracker.clone(),
@@ -542,8 +542,8 @@ fn prepare(
     })
 }
 
-type ListenerKey = (String, SocketAddr);
-type Started = Vec<(String, SocketAddr, Arc<TcpListener>)>;
+type ListenerKey = (Name, SocketAddr);
+type Started = Vec<(Name, SocketAddr, Arc<TcpListener>)>;
 
 impl Listener {
     fn key(&self) -> ListenerKey {
@@ -575,7 +575,7 @@ fn plan_listeners(
         let socket = match taken_over {
             Some(l) => l.socket.clone(),
             None => Arc::new(bind(*addr).map_err(|source| StartError::Listen {
-                service: service.clone(),
+                service: service.to_string(),
                 addr: *addr,
                 source,
             })?),
@@ -612,10 +612,10 @@ impl Plane {
 
 /// The weight `config` gives `server` in `pool`, if it has such a server.
 fn weight_in(config: &Config, pool: &str, server: &str) -> Option<u32> {
-    let pool = config.pools.iter().find(|p| p.name == pool)?;
+    let pool = config.pools.iter().find(|p| *p.name == *pool)?;
     pool.servers
         .iter()
-        .find(|s| s.name == server)
+        .find(|s| *s.name == *server)
         .map(|s| s.weight)
 }
 
@@ -631,11 +631,11 @@ fn matching(
     let found: Vec<_> = snapshot
         .pools
         .iter()
-        .filter(|p| pool.is_none_or(|name| p.cfg.name == name))
+        .filter(|p| pool.is_none_or(|name| *p.cfg.name == *name))
         .flat_map(|p| {
             p.servers
                 .iter()
-                .filter(|s| s.cfg.name == server)
+                .filter(|s| *s.cfg.name == *server)
                 .map(|s| (p.clone(), s.clone()))
         })
         .collect();
@@ -661,7 +661,8 @@ fn describe_changes(old: &Snapshot, next: &Prepared) -> Vec<String> {
         ));
     }
     let new = &next.snapshot.config;
-    let names = |c: &Config| -> Vec<String> { c.pools.iter().map(|p| p.name.clone()).collect() };
+    let names =
+        |c: &Config| -> Vec<String> { c.pools.iter().map(|p| p.name.to_string()).collect() };
     let (old_pools, new_pools) = (names(&old.config), names(new));
     for p in new_pools.iter().filter(|p| !old_pools.contains(p)) {
         changes.push(format!("pool {p} added"));

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
+use sluice_config::Name;
 
 /// Why a request could not be proxied, and whose fault it was.
 #[derive(Debug, thiserror::Error)]
@@ -12,31 +13,28 @@ pub enum ProxyError {
     NoRoute,
     /// Capacity: every server of the pool is down, drained, full or weight 0.
     #[error("no server available in pool {0}")]
-    NoServer(String),
+    NoServer(Name),
     /// Capacity: the server a persisted client belongs to is down and the pool says
     /// `on_server_down = "fail"`.
     #[error("server {0}, which holds this client's session, is unavailable")]
-    SessionServerDown(String),
+    SessionServerDown(Name),
     /// Server: a connection could not be made (after any retries).
     #[error("cannot connect to {server}: {reason}")]
-    Connect { server: String, reason: String },
+    Connect { server: Name, reason: String },
     /// Server: connected, but it did not answer in time.
     #[error("server {server} sent no response within {}s", .after.as_secs())]
-    ServerTimeout { server: String, after: Duration },
+    ServerTimeout { server: Name, after: Duration },
     /// Server: the exchange failed after the request was handed over.
     #[error("server {server} failed: {reason}")]
-    ServerFailed { server: String, reason: String },
+    ServerFailed { server: Name, reason: String },
     /// Server: its response could be read more than one way; it is not passed on and the
     /// connection is closed.
     #[error("server {server} sent an ambiguous response: {reason}")]
-    BadResponse {
-        server: String,
-        reason: &'static str,
-    },
+    BadResponse { server: Name, reason: &'static str },
     /// Server: the connection pinned to this client (NTLM/Negotiate) is gone; the request
     /// is not re-sent elsewhere, and the client connection is closed.
     #[error("pinned connection to {server} lost: {reason}")]
-    PinnedLost { server: String, reason: String },
+    PinnedLost { server: Name, reason: String },
     /// Client: connection-bound authentication over HTTP/2, which cannot be pinned; the
     /// stream is reset with HTTP_1_1_REQUIRED so the client retries over HTTP/1.1.
     #[error("NTLM/Negotiate over HTTP/2: HTTP/1.1 required")]
@@ -128,7 +126,7 @@ mod tests {
         let s = |e: ProxyError| e.status().as_u16();
         assert_eq!(s(ProxyError::NoRoute), 404);
         assert_eq!(s(ProxyError::NoServer("p".into())), 503);
-        let server = "cas1".to_string();
+        let server: Name = "cas1".into();
         let reason = "refused".to_string();
         assert_eq!(
             s(ProxyError::Connect {

@@ -93,20 +93,23 @@ pub async fn handle(
     };
     let start = Instant::now();
     let mut record = Record {
-        time: ctx.log.writes_lines().then(SystemTime::now),
         client: Some(ctx.client),
         service: ctx.service().name.clone(),
-        method: req.method().to_string(),
-        uri: req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_string(),
         proto: version_name(req.version()),
-        sni: ctx.sni.as_deref().map(str::to_string),
         t_headers: first_byte.map(|at| start.saturating_duration_since(at)),
         ..Record::default()
     };
+    if ctx.log.writes_lines() {
+        // What only the log line shows.
+        record.time = Some(SystemTime::now());
+        record.method = req.method().to_string();
+        record.uri = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        record.sni = ctx.sni.as_deref().map(str::to_string);
+    }
     let exchange = Exchange::new(start);
     match forward(&ctx, req, &mut record, &exchange).await {
         Ok(Outcome::Proxied(answered)) => Ok(relay(&ctx, *answered, record, exchange, phase)),

@@ -126,7 +126,7 @@ fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
         ctx.log.write(&Record {
             time: Some(std::time::SystemTime::now()),
             client: Some(client),
-            service: ctx.service.to_string(),
+            service: ctx.service.clone(),
             proto: if mode == Mode::Tcp { "TCP" } else { "HTTP" },
             end: "max_connections",
             ..Record::default()
@@ -509,7 +509,7 @@ fn log_connection_error(
     tracing::info!(%client, "malformed request: {err}");
     log.write(&Record {
         client: Some(client),
-        service: service.to_string(),
+        service: service.into(),
         status,
         end: "bad_request",
         ..Record::default()

@@ -4,16 +4,21 @@
 //! time. Labels are names from the configuration and status classes, never paths or
 //! clients, so the number of series is bounded by the configuration.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sluice_config::Name;
 use sluice_health::Checked;
 
 use crate::access_log::Record;
 use crate::status::Status;
+use crate::sync::lock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PathLabels {
@@ -90,7 +95,6 @@ fn check_histogram() -> Histogram {
 }
 
 /// The counters and histograms that live for the whole process.
-#[derive(Clone)]
 pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     sessions: Family<SessionLabels, Counter>,
@@ -100,6 +104,33 @@ pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     check_seconds: HistogramFamily<ServerLabels>,
     reloads: Family<OutcomeLabels, Counter>,
+    /// Each path's series, found with one hash of shared names per request instead of
+    /// four lookups that each hash and clone the label strings.
+    paths: Mutex<HashMap<PathKey, Arc<PathSeries>, foldhash::fast::RandomState>>,
+}
+
+/// Service, route, pool and server, as a request's record names them.
+type PathKey = (Name, Option<Name>, Option<Name>, Option<Name>);
+
+/// Handles on the series of one path (they share their values with the families).
+struct PathSeries {
+    labels: PathLabels,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    response_seconds: Histogram,
+    /// By status class (`STATUS_CLASSES`), created at the class's first request so that
+    /// no series appears for a class never answered.
+    requests: [OnceLock<Counter>; STATUS_CLASSES.len()],
+}
+
+/// Status 0: nothing was answered (a connection refused at `max_connections`).
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => STATUS_CLASSES.len() - 1,
+    }
 }
 
 impl Default for Metrics {
@@ -113,6 +144,7 @@ impl Default for Metrics {
             checks: Family::default(),
             check_seconds: Family::new_with_constructor(check_histogram),
             reloads: Family::default(),
+            paths: Mutex::default(),
         }
     }
 }
@@ -120,27 +152,19 @@ impl Default for Metrics {
 impl Metrics {
     /// One request ended (its access log line is written from the same record).
     pub fn request(&self, r: &Record) {
-        let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-        let path = PathLabels {
-            service: r.service.clone(),
-            route: or_dash(&r.route),
-            pool: or_dash(&r.pool),
-            server: or_dash(&r.server),
-        };
-        self.bytes_in.get_or_create(&path).inc_by(r.bytes_in);
-        self.bytes_out.get_or_create(&path).inc_by(r.bytes_out);
+        let path = self.path(r);
+        path.bytes_in.inc_by(r.bytes_in);
+        path.bytes_out.inc_by(r.bytes_out);
         if let Some(t) = r.t_response {
-            self.response_seconds
-                .get_or_create(&path)
-                .observe(t.as_secs_f64());
+            path.response_seconds.observe(t.as_secs_f64());
         }
-        let PathLabels {
-            service,
-            route,
-            pool,
-            server,
-        } = path;
         if r.is_layer4() {
+            let PathLabels {
+                service,
+                route,
+                pool,
+                server,
+            } = path.labels.clone();
             let labels = SessionLabels {
                 service,
                 route,
@@ -151,15 +175,52 @@ impl Metrics {
             self.sessions.get_or_create(&labels).inc();
             return;
         }
-        // Status 0: nothing was answered (a connection refused at `max_connections`).
-        let class = match r.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "none",
+        let class = status_class(r.status);
+        path.requests[class]
+            .get_or_init(|| self.requests_counter(&path.labels, STATUS_CLASSES[class]))
+            .inc();
+    }
+
+    fn path(&self, r: &Record) -> Arc<PathSeries> {
+        let key: PathKey = (
+            r.service.clone(),
+            r.route.clone(),
+            r.pool.clone(),
+            r.server.clone(),
+        );
+        let mut paths = lock(&self.paths);
+        if let Some(series) = paths.get(&key) {
+            return series.clone();
+        }
+        let series = Arc::new(self.path_series(&key));
+        paths.insert(key, series.clone());
+        series
+    }
+
+    fn path_series(&self, (service, route, pool, server): &PathKey) -> PathSeries {
+        let or_dash = |s: &Option<Name>| s.as_deref().unwrap_or("-").to_string();
+        let labels = PathLabels {
+            service: service.to_string(),
+            route: or_dash(route),
+            pool: or_dash(pool),
+            server: or_dash(server),
         };
+        PathSeries {
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+            response_seconds: self.response_seconds.get_or_create(&labels).clone(),
+            requests: Default::default(),
+            labels,
+        }
+    }
+
+    fn requests_counter(&self, path: &PathLabels, class: &'static str) -> Counter {
+        let PathLabels {
+            service,
+            route,
+            pool,
+            server,
+        } = path.clone();
         self.requests
             .get_or_create(&RequestLabels {
                 service,
@@ -168,7 +229,7 @@ impl Metrics {
                 server,
                 class,
             })
-            .inc();
+            .clone()
     }
 
     /// One health probe ran.

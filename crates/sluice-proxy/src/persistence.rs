@@ -262,7 +262,7 @@ mod tests {
     fn servers() -> Vec<Server> {
         (1..=3)
             .map(|i| Server {
-                name: format!("cas{i}"),
+                name: format!("cas{i}").into(),
                 address: format!("10.0.0.{i}:443").parse().unwrap(),
                 weight: 1,
                 max_connections: None,

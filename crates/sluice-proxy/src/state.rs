@@ -222,18 +222,14 @@ impl Snapshot {
         old: Option<&Snapshot>,
     ) -> Result<Self, TlsFileError> {
         let old_pools: HashMap<&str, &PoolRt> = old
-            .map(|o| {
-                o.pools
-                    .iter()
-                    .map(|p| (p.cfg.name.as_str(), &**p))
-                    .collect()
-            })
+            .map(|o| o.pools.iter().map(|p| (&*p.cfg.name, &**p)).collect())
             .unwrap_or_default();
         let pools = config
             .pools
             .iter()
             .map(|p| {
-                PoolRt::new(p, cookie_key, old_pools.get(p.name.as_str()).copied()).map(Arc::new)
+                let old = old_pools.get(&*p.name).copied();
+                PoolRt::new(p, cookie_key, old).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         let acceptors = config
@@ -260,6 +256,6 @@ impl Snapshot {
 
     /// A service's position by name.
     pub fn service_index(&self, name: &str) -> Option<usize> {
-        self.config.services.iter().position(|s| s.name == name)
+        self.config.services.iter().position(|s| *s.name == *name)
     }
 }

@@ -117,12 +117,12 @@ impl Snapshot {
         bound: &[(String, std::net::SocketAddr)],
         open: impl Fn(&str) -> usize,
     ) -> Vec<ServiceStatus> {
-        let pool_name = |i: usize| self.config.pools[i].name.clone();
+        let pool_name = |i: usize| self.config.pools[i].name.to_string();
         self.config
             .services
             .iter()
             .map(|s| ServiceStatus {
-                name: s.name.clone(),
+                name: s.name.to_string(),
                 mode: match s.mode {
                     sluice_config::Mode::Http => "http",
                     sluice_config::Mode::Tcp => "tcp",
@@ -131,7 +131,7 @@ impl Snapshot {
                 max_connections: s.max_connections,
                 listen: bound
                     .iter()
-                    .filter(|(name, _)| *name == s.name)
+                    .filter(|(name, _)| **name == *s.name)
                     .map(|(_, a)| a.to_string())
                     .collect(),
                 tls: s.tls.is_some(),
@@ -139,7 +139,7 @@ impl Snapshot {
                     .routes
                     .iter()
                     .map(|r| RouteStatus {
-                        name: r.name.clone(),
+                        name: r.name.to_string(),
                         pool: pool_name(r.pool),
                     })
                     .collect(),
@@ -151,7 +151,7 @@ impl Snapshot {
 
 fn pool_status(pool: &PoolRt, now: Instant) -> PoolStatus {
     PoolStatus {
-        name: pool.cfg.name.clone(),
+        name: pool.cfg.name.to_string(),
         algorithm: algorithm_name(&pool.cfg.algorithm),
         persistence: pool.cfg.persistence.as_ref().map(|p| match p.kind {
             PersistenceKind::Cookie(_) => "cookie",
@@ -166,8 +166,8 @@ fn pool_status(pool: &PoolRt, now: Instant) -> PoolStatus {
             .map(|s| {
                 let live = &s.live;
                 ServerStatus {
-                    pool: pool.cfg.name.clone(),
-                    server: s.cfg.name.clone(),
+                    pool: pool.cfg.name.to_string(),
+                    server: s.cfg.name.to_string(),
                     address: s.cfg.address.to_string(),
                     state: live.mode().as_str(),
                     up: live.health.is_up(),

@@ -182,7 +182,7 @@ impl Lab {
     /// Starts sluice with the administrator's own configuration.
     pub async fn with_file(array: Array, path: &Path, log: AccessLog) -> Result<Lab, String> {
         let config = sluice_config::load(path).map_err(|errors| errors.to_string())?;
-        let services = config.services.iter().map(|s| s.name.clone()).collect();
+        let services = config.services.iter().map(|s| s.name.to_string()).collect();
         let admin = config.admin.as_ref().map(|a| a.listen);
         let proxy = Proxy::start(config, log).await.map_err(|e| e.to_string())?;
         proxy.control().set_source(path.to_path_buf());
