@@ -160,17 +160,23 @@ pub fn parse_authority(text: &str) -> Option<Authority> {
         return None;
     }
     let authority: Authority = text.parse().ok()?;
-    if authority.host().is_empty() {
+    let host_len = authority.host().len();
+    if host_len == 0 {
         return None;
     }
-    let port_text = authority
-        .as_str()
-        .strip_prefix(authority.host())
-        .and_then(|rest| rest.strip_prefix(':'));
-    match port_text {
-        Some(port) if port.is_empty() || port.len() > 5 || authority.port_u16().is_none() => None,
+    // Without user info the host starts the authority; what follows it is `:port` or
+    // nothing.
+    match authority.as_str()[host_len..].strip_prefix(':') {
+        Some(port) if !is_port(port) => None,
         _ => Some(authority),
     }
+}
+
+/// 1 to 5 digits, at most 65535.
+fn is_port(text: &str) -> bool {
+    (1..=5).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && text.parse::<u16>().is_ok()
 }
 
 /// RFC 9110 5.6.2 token characters.
@@ -317,7 +323,7 @@ mod tests {
         assert_eq!(host(&["[2001:db8::1]:8443"]), None);
         assert_eq!(host(&["10.0.0.1"]), None);
         for bad in [
-            "", "a b", "user@a", "a:80:80", "a:", ":80", "a:99999", "a/b", "[::1",
+            "", "a b", "user@a", "a:80:80", "a:", ":80", "a:99999", "a:+80", "a/b", "[::1",
         ] {
             assert_eq!(host(&[bad]), Some(400), "{bad:?} accepted");
         }
