@@ -88,6 +88,8 @@ access_log = false
 workers = 1
 shutdown_timeout = "1s"
 max_connections = {lay.haproxy_maxconn(mode)}
+# Header names in lower case, as HAProxy sends them (sluice's default keeps their case).
+preserve_header_case = false
 
 [admin]
 listen = "127.0.0.1:{lay.admin}"

@@ -118,6 +118,10 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .get("max_connections")
             .and_then(|f| f.int_in(r, 1, 10_000_000))
             .map(|n| n as u32),
+        preserve_header_case: t
+            .get("preserve_header_case")
+            .and_then(|f| f.bool(r))
+            .unwrap_or(d.preserve_header_case),
     };
     t.finish(r);
     g

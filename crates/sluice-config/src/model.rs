@@ -43,6 +43,9 @@ pub struct Global {
     /// Open client connections of the whole process; one more is closed at once. `None`:
     /// what the open-files limit allows.
     pub max_connections: Option<u32>,
+    /// Header names keep the case they arrived in on HTTP/1.1 (as nginx does); off, they
+    /// go out in lower case (as HAProxy sends them), which costs less per request.
+    pub preserve_header_case: bool,
 }
 
 impl Default for Global {
@@ -54,6 +57,7 @@ impl Default for Global {
             persistence_secret: None,
             workers: None,
             max_connections: None,
+            preserve_header_case: true,
         }
     }
 }

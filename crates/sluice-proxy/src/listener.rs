@@ -212,6 +212,7 @@ async fn serve(
         cancels: None,
     };
     let limits = service.head_limits;
+    let preserve_header_case = snapshot.config.global.preserve_header_case;
     let result = match phase {
         Some(phase) => {
             let io = PhaseIo::new(
@@ -223,7 +224,7 @@ async fn serve(
             );
             // Boxed, so that the per-request future is Unpin, which parking needs.
             let svc = service_fn(move |req| Box::pin(handle(conn.for_request(), req)));
-            serve_http1(io, &phase, svc, limits, ends).await
+            serve_http1(io, &phase, svc, limits, preserve_header_case, ends).await
         }
         None => {
             let cancels = Arc::new(Cancels::default());
@@ -329,6 +330,7 @@ async fn serve_http1<S>(
     phase: &ConnPhase,
     mut svc: S,
     limits: HeadLimits,
+    preserve_header_case: bool,
     mut ends: Ends,
 ) -> hyper::Result<()>
 where
@@ -337,7 +339,7 @@ where
 {
     let mut builder = http1::Builder::new();
     builder
-        .preserve_header_case(true)
+        .preserve_header_case(preserve_header_case)
         .header_read_timeout(None)
         .max_header_size(limits.max_header_size)
         .timer(TokioTimer::new());

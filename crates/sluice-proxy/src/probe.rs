@@ -56,7 +56,7 @@ pub struct HttpCheck {
 impl sluice_health::Probe for HttpCheck {
     async fn check(&self) -> Result<(), String> {
         let stream = self.connector.connect(self.addr).await?;
-        let mut sender = handshake(stream, None).await?.sender;
+        let mut sender = handshake(stream, None, false).await?.sender;
         let host = self
             .probe
             .host

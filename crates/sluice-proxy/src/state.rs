@@ -13,7 +13,7 @@ use http::HeaderMap;
 use ring::hmac;
 use sluice_balance::slow_start::{self, Throttle};
 use sluice_balance::{least_connections, rendezvous, SmoothWeighted};
-use sluice_config::{Algorithm, Config, HashOn, Pool};
+use sluice_config::{Algorithm, Config, Global, HashOn, Pool};
 use tokio_rustls::TlsAcceptor;
 
 use crate::persistence::PoolPersistence;
@@ -45,7 +45,12 @@ pub struct Choice {
 
 impl PoolRt {
     /// `old` is the same-named pool of the generation this one replaces.
-    fn new(cfg: &Pool, cookie_key: &hmac::Key, old: Option<&PoolRt>) -> Result<Self, TlsFileError> {
+    fn new(
+        cfg: &Pool,
+        global: &Global,
+        cookie_key: &hmac::Key,
+        old: Option<&PoolRt>,
+    ) -> Result<Self, TlsFileError> {
         let tls = cfg.tls.as_ref().map(client_config).transpose()?;
         let sni = cfg.tls.as_ref().and_then(|t| t.sni.as_deref());
         let servers = cfg
@@ -62,7 +67,8 @@ impl PoolRt {
         Ok(PoolRt {
             cfg: cfg.clone(),
             servers,
-            connector: Connector::new(tls, sni, cfg.timeouts.connect),
+            connector: Connector::new(tls, sni, cfg.timeouts.connect)
+                .preserving_header_case(global.preserve_header_case),
             persistence: stick_tables(cfg, cookie_key, old),
             round_robin: SmoothWeighted::new(&weights),
             tie_break: AtomicUsize::new(0),
@@ -229,7 +235,7 @@ impl Snapshot {
             .iter()
             .map(|p| {
                 let old = old_pools.get(&*p.name).copied();
-                PoolRt::new(p, cookie_key, old).map(Arc::new)
+                PoolRt::new(p, &config.global, cookie_key, old).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
         let acceptors = config

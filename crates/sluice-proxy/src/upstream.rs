@@ -56,6 +56,8 @@ pub struct Connector {
     connect_timeout: Duration,
     /// Written first on every connection, before any TLS (a PROXY protocol header).
     preamble: Option<Arc<[u8]>>,
+    /// Responses keep the case of their header names.
+    preserve_header_case: bool,
 }
 
 impl Connector {
@@ -69,7 +71,15 @@ impl Connector {
             tls: tls.map(|c| (c, sni)),
             connect_timeout,
             preamble: None,
+            preserve_header_case: false,
         }
+    }
+
+    /// Keeps the case of response header names (requests keep theirs whenever the client
+    /// side read it).
+    pub fn preserving_header_case(mut self, preserve: bool) -> Self {
+        self.preserve_header_case = preserve;
+        self
     }
 
     /// Starts every connection with `bytes`.
@@ -114,13 +124,17 @@ impl Connector {
     /// ends, or until `cut` asks for it and it reaches a safe point.
     pub async fn open(&self, addr: SocketAddr, cut: CutSignal) -> Result<ServerConn, String> {
         let stream = self.connect(addr).await?;
-        handshake(stream, Some(cut)).await
+        handshake(stream, Some(cut), self.preserve_header_case).await
     }
 }
 
-pub async fn handshake(stream: ServerStream, cut: Option<CutSignal>) -> Result<ServerConn, String> {
+pub async fn handshake(
+    stream: ServerStream,
+    cut: Option<CutSignal>,
+    preserve_header_case: bool,
+) -> Result<ServerConn, String> {
     let (sender, conn) = http1::Builder::new()
-        .preserve_header_case(true)
+        .preserve_header_case(preserve_header_case)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;

@@ -1,5 +1,6 @@
-//! What crosses the wire: header-name case kept on HTTP/1.1, hop-by-hop headers removed
-//! both ways, forwarding headers added, custom method tokens passed.
+//! What crosses the wire: header-name case kept on HTTP/1.1 (or lower case, if so
+//! configured), hop-by-hop headers removed both ways, forwarding headers added, custom
+//! method tokens passed.
 
 use std::time::Duration;
 
@@ -98,6 +99,28 @@ async fn header_name_case_is_kept_and_hop_by_hop_headers_are_removed_both_ways()
     assert!(
         !answer.to_ascii_lowercase().contains("keep-alive: timeout"),
         "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn header_names_go_out_in_lower_case_when_their_case_is_not_kept() {
+    let response = "HTTP/1.1 200 Success\r\nX-FEServer: CAS1\r\nContent-Length: 2\r\n\r\nok";
+    let (server, head_rx) = raw_server(response).await;
+    let config = service("p", "")
+        + &pool("p", &[("cas1", server)], "")
+        + "[global]\npreserve_header_case = false\n";
+    let lb = start(&config).await;
+    let mut client = TcpStream::connect(lb.addr).await.unwrap();
+    let request = "GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\nX-MiXeD-CaSe: 1\r\n\r\n";
+    client.write_all(request.as_bytes()).await.unwrap();
+    let seen = head_rx.await.unwrap();
+    assert!(seen.contains("\r\nx-mixed-case: 1\r\n"), "{seen}");
+    assert!(seen.contains("\r\nhost: mail.contoso.com\r\n"), "{seen}");
+    let answer = read_head(&mut client).await;
+    assert!(answer.contains("\r\nx-feserver: CAS1\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200 Success\r\n"),
+        "reason phrase lost: {answer}"
     );
 }
 
