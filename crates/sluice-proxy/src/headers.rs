@@ -13,8 +13,9 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The headers that belong to one connection only (RFC 9110 7.6.1), beside those that
-/// `Connection` names; `Connection` first.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// `Connection` names; `Connection` first. A static: a constant would be built (and
+/// dropped) again at every use.
+static HOP_BY_HOP: [HeaderName; 6] = [
     CONNECTION,
     TE,
     TRANSFER_ENCODING,
@@ -48,7 +49,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.into_iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
