@@ -325,10 +325,13 @@ async fn send(
         let connecting = Instant::now();
         let (mut conn, idle_for) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
             Some((conn, idle_for)) => (conn, Some(idle_for)),
-            None => match pool
-                .connector
-                .open(server.cfg.address, server.live.cut_signal())
-                .await
+            // Boxed: connecting (TCP, TLS) is rare with reuse, and its state is large; in
+            // place it would grow every request's future.
+            None => match Box::pin(
+                pool.connector
+                    .open(server.cfg.address, server.live.cut_signal()),
+            )
+            .await
             {
                 Ok(s) => (s, None),
                 Err(reason) => {
