@@ -16,6 +16,7 @@ mod forward;
 mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod headers;
 pub mod l4;
 mod listener;

@@ -21,6 +21,7 @@ use crate::access_log::{AccessLog, Record};
 use crate::body::ProxyBody;
 use crate::conn_io::{ConnPhase, PhaseIo, WaitTimeout};
 use crate::forward::{handle, ConnCtx};
+use crate::gate::WhenWoken;
 use crate::pinning::PinSlot;
 use crate::state::Snapshot;
 use crate::stream::{ClientStream, Stream};
@@ -356,13 +357,13 @@ where
                     r?;
                     break false;
                 }
-                _ = phase.parked.notified() => {
+                _ = WhenWoken::new(phase.parked.notified()) => {
                     if phase.in_request() {
                         continue;
                     }
                     true
                 }
-                _ = ends.wait() => false,
+                _ = WhenWoken::new(ends.wait()) => false,
             };
             // An idle connection ends at once, leaving the socket open; one with a request
             // in progress (even one begun just now) ends after it with `Connection: close`.

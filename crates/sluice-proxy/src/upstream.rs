@@ -14,6 +14,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::gate::WhenWoken;
 use crate::server::CutSignal;
 use crate::stream::{ServerStream, Stream};
 use crate::sync::lock;
@@ -147,7 +148,7 @@ pub async fn handshake(
                 tracing::debug!("server connection ended: {e}");
             },
             // Dropping the connection closes it.
-            _ = safe_point_after_cut(cut, &busy) => {
+            _ = WhenWoken::new(safe_point_after_cut(cut, &busy)) => {
                 tracing::debug!("server connection closed: its server's drain timed out");
             }
         }
