@@ -127,6 +127,9 @@ pub struct PhaseIo<T> {
     request_header: Duration,
     client_idle: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether `deadline` applies. A request in progress disarms it but keeps the timer:
+    /// setting it again costs less than a new one, and a stale expiry only wakes the task.
+    armed: bool,
     /// Whether bytes of the awaited request have arrived.
     receiving: bool,
     /// Whether the deadline armed is the park point rather than `client_idle`.
@@ -150,6 +153,7 @@ impl<T> PhaseIo<T> {
             request_header,
             client_idle,
             deadline: None,
+            armed: false,
             receiving: false,
             parking: false,
             replay: Bytes::new(),
@@ -167,6 +171,7 @@ impl<T> PhaseIo<T> {
         // A copy: the bytes hyper hands back keep its whole read buffer alive.
         self.replay = Bytes::copy_from_slice(&read_ahead);
         self.deadline = None;
+        self.armed = false;
         self.receiving = !self.replay.is_empty();
     }
 
@@ -176,6 +181,7 @@ impl<T> PhaseIo<T> {
     }
 
     fn arm(&mut self, after: Duration) {
+        self.armed = true;
         let at = tokio::time::Instant::now() + after;
         match &mut self.deadline {
             Some(d) => d.as_mut().reset(at),
@@ -198,7 +204,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             return Poll::Ready(Ok(()));
         }
         if this.phase.in_request() {
-            this.deadline = None;
+            this.armed = false;
             this.receiving = false;
             let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
             if polled.is_pending() {
@@ -209,7 +215,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             }
             return polled;
         }
-        if this.deadline.is_none() {
+        if !this.armed {
             // The first request must arrive whole within the header deadline; later ones
             // may be preceded by an idle pause.
             let first = this.phase.requests() == 0;
