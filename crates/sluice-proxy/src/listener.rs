@@ -349,37 +349,43 @@ where
         builder.max_headers(limits.max_headers);
     }
     loop {
-        // Boxed: a parked connection's task holds none of hyper's state.
-        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
-        let park = loop {
-            let park = tokio::select! {
-                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                    r?;
-                    break false;
-                }
-                _ = WhenWoken::new(phase.parked.notified()) => {
-                    if phase.in_request() {
-                        continue;
+        // Boxed, and the box dropped before the parked wait: a parked connection holds
+        // none of hyper's state (a box moved out of is freed only when it goes out of
+        // scope).
+        let (parts, park) = {
+            let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
+            let park = loop {
+                let park = tokio::select! {
+                    r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                        r?;
+                        break false;
                     }
-                    true
-                }
-                _ = WhenWoken::new(ends.wait()) => false,
+                    _ = WhenWoken::new(phase.parked.notified()) => {
+                        if phase.in_request() {
+                            continue;
+                        }
+                        true
+                    }
+                    _ = WhenWoken::new(ends.wait()) => false,
+                };
+                // An idle connection ends at once, leaving the socket open; one with a
+                // request in progress (even one begun just now) ends after it with
+                // `Connection: close`.
+                let requests = phase.requests();
+                Pin::new(conn.as_mut()).graceful_shutdown();
+                poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+                break park && phase.requests() == requests;
             };
-            // An idle connection ends at once, leaving the socket open; one with a request
-            // in progress (even one begun just now) ends after it with `Connection: close`.
-            let requests = phase.requests();
-            Pin::new(conn.as_mut()).graceful_shutdown();
-            poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-            break park && phase.requests() == requests;
+            (conn.into_parts(), park)
         };
-        let parts = conn.into_parts();
         io = parts.io.into_inner();
         svc = parts.service;
         let goes_on = park && {
             tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
             io.unpark(parts.read_buf);
+            let socket = io.get_ref();
             tokio::select! {
-                readable = io.get_ref().readable() => readable.is_ok(),
+                readable = poll_fn(|cx| socket.poll_read_ready(cx)) => readable.is_ok(),
                 _ = tokio::time::sleep(io.idle_after_park()) => false,
                 _ = ends.wait() => false,
             }

@@ -76,11 +76,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
 pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
 
 impl ClientStream {
-    /// Returns when the socket has bytes (or an end) to read.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when the socket has bytes (or an end) to read. A poll, not a future: a
+    /// parked connection's state then holds no room for one.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Plain(s) => s.readable().await,
-            Stream::Tls(s) => s.get_ref().0.readable().await,
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(s) => s.get_ref().0.poll_read_ready(cx),
         }
     }
 }
