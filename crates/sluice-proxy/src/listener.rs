@@ -482,14 +482,13 @@ impl Conn {
 
 /// Logs a header deadline that passed as a request that ended in 408.
 fn timeout_reporter(ctx: &Arc<ConnCtx>) -> Box<dyn FnOnce(WaitTimeout) + Send> {
-    let log = ctx.log.clone();
-    let service = ctx.snapshot.config.services[ctx.service].name.clone();
-    let client = ctx.client;
+    // The context, not copies of its parts: this lives as long as the connection.
+    let ctx = ctx.clone();
     Box::new(move |what| {
         if what == WaitTimeout::Header {
-            log.write(&Record {
-                client: Some(client),
-                service,
+            ctx.log.write(&Record {
+                client: Some(ctx.client),
+                service: ctx.service().name.clone(),
                 status: 408,
                 end: "header_timeout",
                 ..Record::default()
