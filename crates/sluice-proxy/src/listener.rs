@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
@@ -136,29 +137,40 @@ fn admit(tcp: TcpStream, client: SocketAddr, ctx: &Listening) {
     }
     let ctx = ctx.clone();
     let guards = (ctx.tracker.enter(), ctx.service_tracker.enter());
-    // Built here and boxed, not in the task's own future: the task of a parked
-    // connection should not carry room for the other mode's session.
-    let session: Pin<Box<dyn Future<Output = ()> + Send>> = match mode {
-        Mode::Http => Box::pin(serve(tcp, client, ctx, snapshot, index)),
-        Mode::Tcp => Box::pin(async move {
-            crate::l4::serve(tcp, client, ctx, &snapshot, index).await;
-        }),
-    };
-    tokio::spawn(async move {
-        session.await;
-        drop(guards);
-    });
+    match mode {
+        // Setting up (TLS; all of HTTP/2) is a task of its own; an HTTP/1 connection then
+        // goes on in a second one, whose state is only what serving it needs: such a
+        // connection is parked for most of its life.
+        Mode::Http => {
+            tokio::spawn(async move {
+                if let Some(http1) = serve(tcp, client, ctx, snapshot, index, guards).await {
+                    tokio::spawn(http1.run());
+                }
+            });
+        }
+        Mode::Tcp => {
+            tokio::spawn(async move {
+                crate::l4::serve(tcp, client, ctx, &snapshot, index).await;
+                drop(guards);
+            });
+        }
+    }
 }
 
-/// Serves an HTTP connection of service `index` of `snapshot`, the generation it was
-/// accepted under.
+/// Counted as open, for the whole process and for its service, while held.
+type OpenGuards = (TrackGuard, TrackGuard);
+
+/// Sets up an HTTP connection of service `index` of `snapshot`, the generation it was
+/// accepted under, and serves it if it speaks HTTP/2; an HTTP/1 connection is returned,
+/// ready to be served.
 async fn serve(
     tcp: TcpStream,
     client: SocketAddr,
     ctx: Listening,
     snapshot: Arc<Snapshot>,
     index: usize,
-) {
+    guards: OpenGuards,
+) -> Option<Http1> {
     let _ = tcp.set_nodelay(true);
     let service = &snapshot.config.services[index];
     let timeouts = service.timeouts.clone();
@@ -180,11 +192,11 @@ async fn serve(
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(%client, "TLS handshake failed: {e}");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     tracing::debug!(%client, "TLS handshake timed out");
-                    return;
+                    return None;
                 }
             }
         }
@@ -207,10 +219,9 @@ async fn serve(
         }),
     };
     let report = timeout_reporter(&conn.ctx);
-    let mut ends = Ends {
+    let ends = Ends {
         shutdown: ctx.shutdown.clone(),
         pin_lost,
-        cancels: None,
     };
     let limits = service.head_limits;
     let preserve_header_case = snapshot.config.global.preserve_header_case;
@@ -223,15 +234,21 @@ async fn serve(
                 timeouts.client_idle,
                 report,
             );
-            // Boxed, so that the per-request future is Unpin, which parking needs.
-            let svc = service_fn(move |req| Box::pin(handle(conn.for_request(), req)));
-            serve_http1(io, &phase, svc, limits, preserve_header_case, ends).await
+            return Some(Http1 {
+                io,
+                svc: Handler(conn),
+                phase,
+                limits,
+                preserve_header_case,
+                ends,
+                _guards: guards,
+            });
         }
         None => {
             let cancels = Arc::new(Cancels::default());
-            ends.cancels = Some(cancels.clone());
+            let counted = cancels.clone();
             let svc = service_fn(move |req| {
-                let guard = CancelGuard::new(cancels.clone());
+                let guard = CancelGuard::new(counted.clone());
                 let answer = handle(conn.for_request(), req);
                 async move {
                     let response = answer.await;
@@ -240,15 +257,13 @@ async fn serve(
                 }
             });
             let streams = service.tls.as_ref().map_or(100, |t| t.http2_max_streams);
-            // Boxed: HTTP/2's connection state is large, and an HTTP/1 connection's
-            // future (parked for most of its life) would otherwise have room for it
-            // (2,712 bytes instead of 1,896).
-            Box::pin(serve_http2(stream, svc, limits, streams, ends)).await
+            serve_http2(stream, svc, limits, streams, ends, cancels).await
         }
     };
     if let Err(e) = result {
         log_connection_error(&ctx.log, &service.name, client, &e);
     }
+    None
 }
 
 /// What ends a connection at its next safe point, other than the client.
@@ -256,33 +271,20 @@ struct Ends {
     shutdown: watch::Receiver<bool>,
     /// Signalled when the server connection a client is pinned to is lost.
     pin_lost: Option<Arc<Notify>>,
-    /// HTTP/2: the streams the client cancelled before their answer.
-    cancels: Option<Arc<Cancels>>,
 }
 
 impl Ends {
     async fn wait(&mut self) {
-        let Ends {
-            shutdown,
-            pin_lost,
-            cancels,
-        } = self;
+        let Ends { shutdown, pin_lost } = self;
         let lost = async {
             match pin_lost {
                 Some(lost) => lost.notified().await,
                 None => std::future::pending().await,
             }
         };
-        let cancelling = async {
-            match cancels {
-                Some(c) => c.too_many.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = lost => tracing::debug!("pinned server connection closed; closing the client's"),
-            _ = cancelling => tracing::info!("client cancelled {MAX_CANCELLED} streams before their answers; closing it"),
         }
     }
 }
@@ -322,22 +324,102 @@ impl Drop for CancelGuard {
     }
 }
 
-/// Serves HTTP/1.1 until the client leaves. A connection idle for
-/// [`crate::conn_io::PARK_AFTER`] is parked: hyper's connection (and its buffers) is ended
-/// without closing the socket, and a new one is started when the next request's bytes
-/// arrive.
-async fn serve_http1<S>(
-    mut io: PhaseIo<ClientStream>,
-    phase: &ConnPhase,
-    mut svc: S,
+/// An HTTP/1.1 client connection between hyper sessions: what serving it needs.
+struct Http1 {
+    io: PhaseIo<ClientStream>,
+    svc: Handler,
+    phase: Arc<ConnPhase>,
     limits: HeadLimits,
     preserve_header_case: bool,
-    mut ends: Ends,
-) -> hyper::Result<()>
-where
-    S: HttpService<Incoming, ResBody = ProxyBody, Error = h2::Error> + Unpin,
-    S::Future: Unpin,
-{
+    ends: Ends,
+    _guards: OpenGuards,
+}
+
+impl Http1 {
+    /// Serves HTTP/1.1 until the client leaves. A connection idle for
+    /// [`crate::conn_io::PARK_AFTER`] is parked: hyper's connection (and its buffers) is
+    /// ended without closing the socket, and a new one is started when the next
+    /// request's bytes arrive.
+    async fn run(mut self) {
+        // For the log line of a connection hyper ends with an error.
+        let ctx = self.svc.0.ctx.clone();
+        loop {
+            // Boxed: a parked connection holds none of a session's state. The fields are
+            // used in place, not moved into locals: an async fn keeps its arguments for its
+            // whole life, and copies would double what a parked connection holds.
+            let session = Box::pin(session(
+                self.io,
+                self.svc,
+                http1_builder(self.limits, self.preserve_header_case),
+                &self.phase,
+                &mut self.ends,
+            ));
+            (self.io, self.svc) = match session.await {
+                Ok(Some(parked)) => parked,
+                Ok(None) => return,
+                Err(e) => {
+                    log_connection_error(&ctx.log, &ctx.service().name, ctx.client, &e);
+                    return;
+                }
+            };
+            let socket = self.io.get_ref();
+            let goes_on = tokio::select! {
+                readable = poll_fn(|cx| socket.poll_read_ready(cx)) => readable.is_ok(),
+                _ = tokio::time::sleep(self.io.idle_after_park()) => false,
+                _ = self.ends.wait() => false,
+            };
+            if !goes_on {
+                close(&mut self.io).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One hyper session over `io`: until the client leaves or an end is asked for (then the
+/// connection is closed and `None` returned), or until it parks: then `io`, ready to be
+/// read again, and the service.
+async fn session(
+    io: PhaseIo<ClientStream>,
+    svc: Handler,
+    builder: http1::Builder,
+    phase: &ConnPhase,
+    ends: &mut Ends,
+) -> hyper::Result<Option<(PhaseIo<ClientStream>, Handler)>> {
+    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+    let park = loop {
+        let park = tokio::select! {
+            r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                r?;
+                break false;
+            }
+            _ = WhenWoken::new(phase.parked.notified()) => {
+                if phase.in_request() {
+                    continue;
+                }
+                true
+            }
+            _ = WhenWoken::new(ends.wait()) => false,
+        };
+        // An idle connection ends at once, leaving the socket open; one with a request
+        // in progress (even one begun just now) ends after it with `Connection: close`.
+        let requests = phase.requests();
+        Pin::new(&mut conn).graceful_shutdown();
+        poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+        break park && phase.requests() == requests;
+    };
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    if !park {
+        close(&mut io).await;
+        return Ok(None);
+    }
+    tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
+    io.unpark(parts.read_buf);
+    Ok(Some((io, parts.service)))
+}
+
+fn http1_builder(limits: HeadLimits, preserve_header_case: bool) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .preserve_header_case(preserve_header_case)
@@ -348,53 +430,7 @@ where
         // Any other count moves hyper's header array from the stack to the heap.
         builder.max_headers(limits.max_headers);
     }
-    loop {
-        // Boxed, and the box dropped before the parked wait: a parked connection holds
-        // none of hyper's state (a box moved out of is freed only when it goes out of
-        // scope).
-        let (parts, park) = {
-            let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc));
-            let park = loop {
-                let park = tokio::select! {
-                    r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                        r?;
-                        break false;
-                    }
-                    _ = WhenWoken::new(phase.parked.notified()) => {
-                        if phase.in_request() {
-                            continue;
-                        }
-                        true
-                    }
-                    _ = WhenWoken::new(ends.wait()) => false,
-                };
-                // An idle connection ends at once, leaving the socket open; one with a
-                // request in progress (even one begun just now) ends after it with
-                // `Connection: close`.
-                let requests = phase.requests();
-                Pin::new(conn.as_mut()).graceful_shutdown();
-                poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-                break park && phase.requests() == requests;
-            };
-            (conn.into_parts(), park)
-        };
-        io = parts.io.into_inner();
-        svc = parts.service;
-        let goes_on = park && {
-            tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
-            io.unpark(parts.read_buf);
-            let socket = io.get_ref();
-            tokio::select! {
-                readable = poll_fn(|cx| socket.poll_read_ready(cx)) => readable.is_ok(),
-                _ = tokio::time::sleep(io.idle_after_park()) => false,
-                _ = ends.wait() => false,
-            }
-        };
-        if !goes_on {
-            close(&mut io).await;
-            return Ok(());
-        }
-    }
+    builder
 }
 
 /// Ends a connection the way hyper would: TLS `close_notify`, then FIN.
@@ -417,6 +453,7 @@ async fn serve_http2<S>(
     limits: HeadLimits,
     max_streams: u32,
     mut ends: Ends,
+    cancels: Arc<Cancels>,
 ) -> hyper::Result<()>
 where
     S: HttpService<Incoming, ResBody = ProxyBody, Error = h2::Error>,
@@ -441,6 +478,27 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = cancels.too_many.notified() => {
+            tracing::info!("client cancelled {MAX_CANCELLED} streams before their answers; closing it");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// The HTTP/1 request handler of a client connection. Its futures are boxed: hyper's
+/// connection must be `Unpin` to be taken apart when it parks.
+struct Handler(Conn);
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, h2::Error>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Handler {
+    type Response = Response<ProxyBody>;
+    type Error = h2::Error;
+    type Future = Handled;
+
+    fn call(&self, req: Request<Incoming>) -> Handled {
+        Box::pin(handle(self.0.for_request(), req))
     }
 }
 
