@@ -117,7 +117,8 @@ struct PathSeries {
     labels: PathLabels,
     bytes_in: Counter,
     bytes_out: Counter,
-    response_seconds: Histogram,
+    /// Created at the first timed response, as the family would.
+    response_seconds: OnceLock<Histogram>,
     /// By status class (`STATUS_CLASSES`), created at the class's first request so that
     /// no series appears for a class never answered.
     requests: [OnceLock<Counter>; STATUS_CLASSES.len()],
@@ -156,7 +157,9 @@ impl Metrics {
         path.bytes_in.inc_by(r.bytes_in);
         path.bytes_out.inc_by(r.bytes_out);
         if let Some(t) = r.t_response {
-            path.response_seconds.observe(t.as_secs_f64());
+            path.response_seconds
+                .get_or_init(|| self.response_seconds.get_or_create(&path.labels).clone())
+                .observe(t.as_secs_f64());
         }
         if r.is_layer4() {
             let PathLabels {
@@ -208,7 +211,7 @@ impl Metrics {
         PathSeries {
             bytes_in: self.bytes_in.get_or_create(&labels).clone(),
             bytes_out: self.bytes_out.get_or_create(&labels).clone(),
-            response_seconds: self.response_seconds.get_or_create(&labels).clone(),
+            response_seconds: OnceLock::new(),
             requests: Default::default(),
             labels,
         }
