@@ -42,7 +42,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+            .filter(|name| !name.eq_ignore_ascii_case(KEEP_ALIVE.as_str()))
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .collect();
         for name in named {
