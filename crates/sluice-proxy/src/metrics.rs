@@ -30,20 +30,16 @@ struct PathLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    service: String,
-    route: String,
-    pool: String,
-    server: String,
+    #[prometheus(flatten)]
+    path: PathLabels,
     /// `2xx`, `4xx`...; `none` where nothing was answered.
     class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SessionLabels {
-    service: String,
-    route: String,
-    pool: String,
-    server: String,
+    #[prometheus(flatten)]
+    path: PathLabels,
     /// How the connection ended: `done`, `idle_timeout`, `no_server`...
     end: &'static str,
 }
@@ -162,17 +158,8 @@ impl Metrics {
                 .observe(t.as_secs_f64());
         }
         if r.is_layer4() {
-            let PathLabels {
-                service,
-                route,
-                pool,
-                server,
-            } = path.labels.clone();
             let labels = SessionLabels {
-                service,
-                route,
-                pool,
-                server,
+                path: path.labels.clone(),
                 end: r.end,
             };
             self.sessions.get_or_create(&labels).inc();
@@ -218,21 +205,11 @@ impl Metrics {
     }
 
     fn requests_counter(&self, path: &PathLabels, class: &'static str) -> Counter {
-        let PathLabels {
-            service,
-            route,
-            pool,
-            server,
-        } = path.clone();
-        self.requests
-            .get_or_create(&RequestLabels {
-                service,
-                route,
-                pool,
-                server,
-                class,
-            })
-            .clone()
+        let labels = RequestLabels {
+            path: path.clone(),
+            class,
+        };
+        self.requests.get_or_create(&labels).clone()
     }
 
     /// One health probe ran.
