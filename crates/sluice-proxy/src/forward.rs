@@ -25,7 +25,7 @@ use crate::request;
 use crate::routing;
 use crate::rules::{self, Answer, ResponseEdits};
 use crate::state::{ActiveGuard, Choice, PoolRt, ServerRt, Snapshot};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{Reusable, ServerConn, UpstreamBody};
 
 /// What a request handler knows about the client connection it serves.
 pub struct ConnCtx {
@@ -324,16 +324,11 @@ async fn send(
     while let Some((index, server, active)) = attempts.next(record) {
         let connecting = Instant::now();
         let (mut conn, idle_for) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
-            Some((conn, idle_for)) => (conn, Some(idle_for)),
+            Some((Reusable::Ready(conn), idle_for)) => (conn, Some(idle_for)),
             // Boxed: connecting (TCP, TLS) is rare with reuse, and its state is large; in
             // place it would grow every request's future.
-            None => match Box::pin(
-                pool.connector
-                    .open(server.cfg.address, server.live.cut_signal()),
-            )
-            .await
-            {
-                Ok(s) => (s, None),
+            parked => match Box::pin(connect(pool, &server, parked)).await {
+                Ok(conn) => conn,
                 Err(reason) => {
                     attempts.unreachable(index, &server, reason);
                     continue;
@@ -387,6 +382,22 @@ async fn send(
         }
     }
     Err(attempts.gave_up())
+}
+
+/// A connection over a parked socket (and how long it idled), or a new one.
+async fn connect(
+    pool: &PoolRt,
+    server: &ServerRt,
+    parked: Option<(Reusable, Duration)>,
+) -> Result<(ServerConn, Option<Duration>), String> {
+    let cut = server.live.cut_signal();
+    match parked {
+        Some((Reusable::Parked(socket), idle_for)) => {
+            Ok((pool.connector.resume(socket, cut).await?, Some(idle_for)))
+        }
+        Some((Reusable::Ready(conn), idle_for)) => Ok((conn, Some(idle_for))),
+        None => Ok((pool.connector.open(server.cfg.address, cut).await?, None)),
+    }
 }
 
 /// The servers one request (or layer 4 connection) tries in turn: no more than the pool's
@@ -515,6 +526,7 @@ fn relay(
         _ if unsent_body => Reuse::Close,
         _ if !binds => Reuse::Pool {
             max_idle: pool.cfg.max_idle_per_server,
+            max_age: pool.cfg.idle_timeout,
         },
         Some(slot) if pool.cfg.pin_auth => Reuse::Pin(slot.clone()),
         _ => Reuse::Close,

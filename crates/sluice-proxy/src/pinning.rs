@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
@@ -105,7 +105,7 @@ impl Leased {
 /// What becomes of a server connection once its response has ended.
 pub enum Reuse {
     /// Back to the server's shared idle pool (no connection-bound authentication seen).
-    Pool { max_idle: usize },
+    Pool { max_idle: usize, max_age: Duration },
     /// Kept for the next request of this client connection only.
     Pin(Arc<PinSlot>),
     /// Closed: authentication was seen where it cannot be pinned.
@@ -117,8 +117,8 @@ impl Reuse {
     pub fn settle(self, leased: Leased) {
         match (self, leased) {
             (_, leased) if !leased.is_ready() => {}
-            (Reuse::Pool { max_idle }, Leased::Shared { server, conn }) => {
-                server.live.idle.checkin(conn, max_idle)
+            (Reuse::Pool { max_idle, max_age }, Leased::Shared { server, conn }) => {
+                server.live.idle.checkin(conn, max_idle, max_age)
             }
             (Reuse::Pin(slot), Leased::Shared { server, conn }) => slot.pin(server, conn),
             (Reuse::Pin(slot), Leased::Pinned(p)) => slot.put_back(p),

@@ -67,7 +67,7 @@ pub struct ServerLive {
     requests: AtomicU64,
     /// Server connections owned by one client connection (connection-bound auth).
     pub pinned: AtomicU64,
-    pub idle: IdlePool,
+    pub idle: Arc<IdlePool>,
     mode: AtomicU8,
     /// When the server stopped taking new clients (drain or maint), if it has.
     leaving_since: Mutex<Option<Instant>>,
@@ -81,7 +81,7 @@ impl ServerLive {
             active: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             pinned: AtomicU64::new(0),
-            idle: IdlePool::default(),
+            idle: Arc::default(),
             mode: AtomicU8::new(Mode::Ready.to_u8()),
             leaving_since: Mutex::new(None),
             cut: watch::channel(None).0,

@@ -1,8 +1,11 @@
 //! Connections to servers: connect (TCP, then TLS when the pool re-encrypts), the HTTP/1.1
-//! handshake, and the per-server stack of idle keep-alive connections.
+//! handshake, and the per-server stacks of idle keep-alive connections.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,6 +14,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -27,11 +31,20 @@ pub type Sender = http1::SendRequest<UpstreamBody>;
 /// One HTTP/1.1 connection to a server.
 pub struct ServerConn {
     pub sender: Sender,
-    /// Completes when the connection has ended, whoever closed it. Taken by whoever must
-    /// react to that (a pinned client connection closes with its server connection).
-    pub closed: Option<oneshot::Receiver<()>>,
+    /// Completes when the connection has ended, whoever closed it, with its socket if it
+    /// ended to be parked. Taken by whoever must react to the end (a pinned client
+    /// connection closes with its server connection).
+    pub closed: Option<oneshot::Receiver<Option<ServerStream>>>,
+    shared: Arc<Shared>,
+}
+
+/// What a connection's owner and the task driving it both see.
+#[derive(Default)]
+struct Shared {
     /// When the exchange in progress began; `None` between exchanges.
-    busy_since: Arc<Mutex<Option<Instant>>>,
+    busy_since: Mutex<Option<Instant>>,
+    /// The owner ends the connection to park it: its socket is handed back, not closed.
+    park: AtomicBool,
 }
 
 impl ServerConn {
@@ -41,12 +54,19 @@ impl ServerConn {
 
     /// Marks the start, `at`, of a request over this connection.
     pub fn begin_exchange(&self, at: Instant) {
-        *lock(&self.busy_since) = Some(at);
+        *lock(&self.shared.busy_since) = Some(at);
     }
 
     /// Marks the end of the response: the connection is at a safe point to close.
     pub fn end_exchange(&self) {
-        *lock(&self.busy_since) = None;
+        *lock(&self.shared.busy_since) = None;
+    }
+
+    /// Ends the HTTP/1.1 state of an idle connection; its socket comes back through the
+    /// receiver once the driving task has let go of it.
+    fn park(mut self) -> Option<oneshot::Receiver<Option<ServerStream>>> {
+        self.shared.park.store(true, Ordering::Release);
+        self.closed.take()
     }
 }
 
@@ -125,6 +145,11 @@ impl Connector {
     /// ends, or until `cut` asks for it and it reaches a safe point.
     pub async fn open(&self, addr: SocketAddr, cut: CutSignal) -> Result<ServerConn, String> {
         let stream = self.connect(addr).await?;
+        self.resume(stream, cut).await
+    }
+
+    /// An HTTP/1.1 connection over `stream`: a new one, or a parked one's socket.
+    pub async fn resume(&self, stream: ServerStream, cut: CutSignal) -> Result<ServerConn, String> {
         handshake(stream, Some(cut), self.preserve_header_case).await
     }
 }
@@ -140,24 +165,35 @@ pub async fn handshake(
         .await
         .map_err(|e| e.to_string())?;
     let (ended, closed) = oneshot::channel();
-    let busy_since = Arc::new(Mutex::new(None));
-    let busy = busy_since.clone();
+    let shared = Arc::new(Shared::default());
+    let driver = shared.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            ended = conn => if let Err(e) = ended {
-                tracing::debug!("server connection ended: {e}");
+        let parked = tokio::select! {
+            ended = conn.without_shutdown() => match ended {
+                Ok(parts) if parts.read_buf.is_empty() && driver.park.load(Ordering::Acquire) => {
+                    Some(parts.io.into_inner())
+                }
+                Ok(parts) => {
+                    let _ = parts.io.into_inner().shutdown().await;
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!("server connection ended: {e}");
+                    None
+                }
             },
             // Dropping the connection closes it.
-            _ = WhenWoken::new(safe_point_after_cut(cut, &busy)) => {
+            _ = WhenWoken::new(safe_point_after_cut(cut, &driver.busy_since)) => {
                 tracing::debug!("server connection closed: its server's drain timed out");
+                None
             }
-        }
-        let _ = ended.send(());
+        };
+        let _ = ended.send(parked);
     });
     Ok(ServerConn {
         sender,
         closed: Some(closed),
-        busy_since,
+        shared,
     })
 }
 
@@ -187,38 +223,255 @@ async fn safe_point_after_cut(cut: Option<CutSignal>, busy: &Mutex<Option<Instan
     }
 }
 
-/// Idle keep-alive connections to one server, most recently used last.
+/// A connection idle this long gives up its HTTP/1.1 state (hyper's buffers, some 25 KiB)
+/// and keeps only its socket, which the next request over it starts a new state on.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Idle keep-alive connections to one server: ready ones and parked ones (sockets only),
+/// each most recently used last.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(ServerConn, Instant)>>,
+    stacks: Mutex<Stacks>,
+}
+
+#[derive(Default)]
+struct Stacks {
+    ready: Vec<(ServerConn, Instant)>,
+    parked: Vec<(Parked, Instant)>,
+    /// The pool's idle timeout as of the last check-in: older parked sockets are closed.
+    max_age: Duration,
+    /// A task parks and expires these connections while there are any.
+    swept: bool,
+}
+
+/// An idle connection whose HTTP/1.1 state has ended.
+enum Parked {
+    /// Its driving task is handing the socket back.
+    Ending(oneshot::Receiver<Option<ServerStream>>),
+    Socket(ServerStream),
+}
+
+/// What a check-out finds.
+pub enum Reusable {
+    Ready(ServerConn),
+    Parked(ServerStream),
 }
 
 impl IdlePool {
-    /// A ready idle connection younger than `max_age`, if any, and how long it sat idle.
-    /// Stale ones are dropped.
-    pub fn checkout(&self, max_age: Duration) -> Option<(ServerConn, Duration)> {
-        let mut idle = lock(&self.idle);
-        while let Some((conn, since)) = idle.pop() {
+    /// The most recently used idle connection younger than `max_age` that can carry a
+    /// request, if any, and how long it sat idle. Stale ones are dropped.
+    pub fn checkout(&self, max_age: Duration) -> Option<(Reusable, Duration)> {
+        let mut stacks = lock(&self.stacks);
+        while let Some((conn, since)) = stacks.ready.pop() {
             let idle_for = since.elapsed();
             if conn.is_ready() && idle_for < max_age {
-                return Some((conn, idle_for));
+                return Some((Reusable::Ready(conn), idle_for));
+            }
+        }
+        while let Some((mut parked, since)) = stacks.parked.pop() {
+            let idle_for = since.elapsed();
+            if idle_for < max_age && parked.is_usable() {
+                if let Parked::Socket(socket) = parked {
+                    return Some((Reusable::Parked(socket), idle_for));
+                }
             }
         }
         None
     }
 
-    pub fn checkin(&self, conn: ServerConn, max_idle: usize) {
+    pub fn checkin(self: &Arc<Self>, conn: ServerConn, max_idle: usize, max_age: Duration) {
         if !conn.is_ready() {
             return;
         }
-        let mut idle = lock(&self.idle);
-        if idle.len() < max_idle {
-            idle.push((conn, Instant::now()));
+        let mut stacks = lock(&self.stacks);
+        if stacks.ready.len() + stacks.parked.len() >= max_idle {
+            return;
+        }
+        stacks.ready.push((conn, Instant::now()));
+        stacks.max_age = max_age;
+        if !stacks.swept {
+            stacks.swept = true;
+            tokio::spawn(sweep_while_idle(Arc::downgrade(self)));
         }
     }
 
     /// Closes every idle connection.
     pub fn clear(&self) {
-        lock(&self.idle).clear();
+        let mut stacks = lock(&self.stacks);
+        stacks.ready.clear();
+        stacks.parked.clear();
+    }
+
+    /// Parks the connections idle for `PARK_AFTER`, closes the parked ones that aged or
+    /// whose server closed them, as of `now`. Whether any are left to watch.
+    fn sweep(&self, now: Instant) -> bool {
+        let mut stacks = lock(&self.stacks);
+        let Stacks {
+            ready,
+            parked,
+            max_age,
+            swept,
+        } = &mut *stacks;
+        // Oldest first: a prefix has idled long enough.
+        let idled = ready.partition_point(|(_, since)| now - *since >= PARK_AFTER);
+        let parking = ready
+            .drain(..idled)
+            .filter_map(|(conn, since)| conn.park().map(|socket| (Parked::Ending(socket), since)));
+        parked.extend(parking);
+        parked.retain_mut(|(p, since)| now - *since < *max_age && p.is_usable());
+        *swept = !ready.is_empty() || !parked.is_empty();
+        *swept
+    }
+}
+
+async fn sweep_while_idle(pool: Weak<IdlePool>) {
+    loop {
+        tokio::time::sleep(PARK_AFTER / 2).await;
+        match pool.upgrade() {
+            Some(pool) if pool.sweep(Instant::now()) => {}
+            _ => return,
+        }
+    }
+}
+
+impl Parked {
+    /// Whether the socket can carry a request: it is (or may still become) in hand and
+    /// has nothing to read, not even its end.
+    fn is_usable(&mut self) -> bool {
+        if let Parked::Ending(handing) = self {
+            match handing.try_recv() {
+                Ok(Some(socket)) => *self = Parked::Socket(socket),
+                Err(oneshot::error::TryRecvError::Empty) => return true,
+                _ => return false,
+            }
+        }
+        let Parked::Socket(socket) = self else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(socket).poll_read(&mut cx, &mut buf).is_pending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::Notify;
+
+    /// A server answering every request with an empty 200, counting its connections, and
+    /// closing them all when `close` is notified.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>, Arc<Notify>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, close) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let (count, closing) = (accepted.clone(), close.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let closing = closing.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        tokio::select! {
+                            read = conn.read(&mut buf) => match read {
+                                // A request's head arrives in one read on loopback.
+                                Ok(n) if n > 0 => {
+                                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                                    conn.write_all(ok).await.unwrap();
+                                }
+                                _ => return,
+                            },
+                            _ = closing.notified() => return,
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted, close)
+    }
+
+    async fn get(conn: &mut ServerConn) -> u16 {
+        let req = http::Request::get("/")
+            .header("host", "x")
+            .body(UnsyncBoxBody::new(
+                http_body_util::Empty::new().map_err(|e| match e {}),
+            ))
+            .unwrap();
+        let response = conn.sender.send_request(req).await.unwrap();
+        let status = response.status().as_u16();
+        response.into_body().collect().await.unwrap();
+        status
+    }
+
+    async fn connected(addr: SocketAddr) -> ServerConn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        handshake(Stream::Plain(stream), None, false).await.unwrap()
+    }
+
+    /// Parks what is idle, as a sweep `PARK_AFTER` from now would, and lets the driving
+    /// task hand the socket back.
+    async fn parked(pool: &IdlePool) -> bool {
+        let left = pool.sweep(Instant::now() + PARK_AFTER);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left
+    }
+
+    const MAX_AGE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn an_idle_connection_is_parked_and_its_socket_carries_the_next_request() {
+        let (addr, accepted, _) = server().await;
+        let mut conn = connected(addr).await;
+        assert_eq!(get(&mut conn).await, 200);
+        let pool = Arc::new(IdlePool::default());
+        pool.checkin(conn, 8, MAX_AGE);
+        // Not yet idle for long enough: still ready.
+        assert!(pool.sweep(Instant::now()));
+        assert!(matches!(lock(&pool.stacks).ready.len(), 1));
+        assert!(parked(&pool).await);
+        assert!(lock(&pool.stacks).ready.is_empty());
+        let Some((Reusable::Parked(socket), _)) = pool.checkout(MAX_AGE) else {
+            panic!("no parked socket");
+        };
+        let mut conn = handshake(socket, None, false).await.unwrap();
+        assert_eq!(get(&mut conn).await, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the same socket");
+    }
+
+    #[tokio::test]
+    async fn a_parked_socket_its_server_closed_is_let_go() {
+        let (addr, _, close) = server().await;
+        let mut conn = connected(addr).await;
+        assert_eq!(get(&mut conn).await, 200);
+        let pool = Arc::new(IdlePool::default());
+        pool.checkin(conn, 8, MAX_AGE);
+        assert!(parked(&pool).await);
+        close.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!pool.sweep(Instant::now()), "nothing left to watch");
+        assert!(pool.checkout(MAX_AGE).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_parked_socket_older_than_the_idle_timeout_is_closed() {
+        let (addr, _, _) = server().await;
+        let mut conn = connected(addr).await;
+        assert_eq!(get(&mut conn).await, 200);
+        let pool = Arc::new(IdlePool::default());
+        pool.checkin(conn, 8, PARK_AFTER * 2);
+        assert!(parked(&pool).await);
+        assert!(pool.checkout(PARK_AFTER * 2).is_some(), "young enough");
+        let mut conn = connected(addr).await;
+        assert_eq!(get(&mut conn).await, 200);
+        pool.checkin(conn, 8, PARK_AFTER * 2);
+        assert!(parked(&pool).await);
+        assert!(!pool.sweep(Instant::now() + PARK_AFTER * 2));
+        assert!(pool.checkout(PARK_AFTER * 2).is_none());
     }
 }

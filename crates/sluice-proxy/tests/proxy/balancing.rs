@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use sluice_lab::{client::empty, Backend, Client};
+use sluice_lab::client::{empty, full};
+use sluice_lab::{Backend, Client};
 
 use crate::harness::{service, start};
 
@@ -91,6 +92,30 @@ async fn server_connections_are_kept_alive_and_reused_across_clients() {
         a.connections(),
         1,
         "every request should ride one kept-alive connection"
+    );
+}
+
+#[tokio::test]
+async fn a_server_connection_parked_while_idle_carries_the_next_request() {
+    let a = Backend::start("a").await;
+    let config =
+        crate::harness::service("p", "") + &crate::harness::pool("p", &[("a", a.addr)], "");
+    let lb = start(&config).await;
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(client.get("/").await.unwrap().status, 200);
+        // Idle for longer than sluice keeps a server connection's HTTP state (1 s, and
+        // half a second between sweeps): only its socket is kept.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+    }
+    // A body cannot be sent again: the socket itself must be sound.
+    let post = client.request("POST", "/").body(full(vec![b'x'; 100_000]));
+    assert_eq!(client.send(post.unwrap()).await.unwrap().status, 200);
+    assert_eq!(a.hits(), 3);
+    assert_eq!(
+        a.connections(),
+        1,
+        "the parked socket carried every request"
     );
 }
 
