@@ -161,6 +161,10 @@ impl<T> PhaseIo<T> {
         }
     }
 
+    pub fn phase(&self) -> Arc<ConnPhase> {
+        self.phase.clone()
+    }
+
     pub fn get_ref(&self) -> &T {
         &self.inner
     }

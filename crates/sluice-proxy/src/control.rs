@@ -16,8 +16,8 @@ use sluice_config::{Config, Name, Probe};
 use sluice_health::{run_probes, Checked, Transition};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::access_log::AccessLog;
 use crate::listener::{accept_loop, bind, ConnTracker, Listening};
@@ -99,7 +99,7 @@ pub struct Control {
     runtime: Handle,
     log: AccessLog,
     tracker: Arc<ConnTracker>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl Control {
@@ -107,7 +107,7 @@ impl Control {
     pub(crate) fn start(
         config: Config,
         log: AccessLog,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Result<Arc<Control>, StartError> {
         let mut plane = Plane {
             file: config.clone(),

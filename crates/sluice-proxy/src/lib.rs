@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_config::Config;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use access_log::{AccessLog, Record};
 pub use control::{Control, ControlError};
@@ -69,15 +69,15 @@ pub enum StartError {
 /// A running proxy.
 pub struct Proxy {
     control: Arc<Control>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
 }
 
 impl Proxy {
     /// Binds every listener, starts health checks and begins accepting. Must run inside a
     /// tokio runtime.
     pub async fn start(config: Config, log: AccessLog) -> Result<Proxy, StartError> {
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let control = Control::start(config, log, shutdown_rx)?;
+        let shutdown = CancellationToken::new();
+        let control = Control::start(config, log, shutdown.clone())?;
         Ok(Proxy { control, shutdown })
     }
 
@@ -119,7 +119,7 @@ impl Proxy {
     /// Stops accepting, asks every connection to finish its request in progress, and
     /// waits up to `grace` for them. Returns whether all finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         self.control.stop();
         tokio::time::timeout(grace, self.control.tracker().wait_idle())
             .await

@@ -16,7 +16,8 @@ use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::{HeadLimits, Mode};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, Record};
 use crate::body::ProxyBody;
@@ -92,13 +93,12 @@ pub struct Listening {
     pub tracker: Arc<ConnTracker>,
     /// This service's client connections (all its listeners), for `max_connections`.
     pub service_tracker: Arc<ConnTracker>,
-    pub shutdown: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
 }
 
 /// Accepts until shutdown (or until the task is aborted: a reload removed the listener,
 /// which leaves the connections it accepted alone).
 pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
-    let mut shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -109,7 +109,7 @@ pub async fn accept_loop(listener: Arc<TcpListener>, ctx: Listening) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = ctx.shutdown.cancelled() => return,
         }
     }
 }
@@ -223,8 +223,6 @@ async fn serve(
         shutdown: ctx.shutdown.clone(),
         pin_lost,
     };
-    let limits = service.head_limits;
-    let preserve_header_case = snapshot.config.global.preserve_header_case;
     let result = match phase {
         Some(phase) => {
             let io = PhaseIo::new(
@@ -237,9 +235,6 @@ async fn serve(
             return Some(Http1 {
                 io,
                 svc: Handler(conn),
-                phase,
-                limits,
-                preserve_header_case,
                 ends,
                 _guards: guards,
             });
@@ -257,7 +252,7 @@ async fn serve(
                 }
             });
             let streams = service.tls.as_ref().map_or(100, |t| t.http2_max_streams);
-            serve_http2(stream, svc, limits, streams, ends, cancels).await
+            serve_http2(stream, svc, service.head_limits, streams, ends, cancels).await
         }
     };
     if let Err(e) = result {
@@ -268,7 +263,7 @@ async fn serve(
 
 /// What ends a connection at its next safe point, other than the client.
 struct Ends {
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// Signalled when the server connection a client is pinned to is lost.
     pin_lost: Option<Arc<Notify>>,
 }
@@ -283,7 +278,7 @@ impl Ends {
             }
         };
         tokio::select! {
-            _ = shutdown.changed() => {}
+            _ = shutdown.cancelled() => {}
             _ = lost => tracing::debug!("pinned server connection closed; closing the client's"),
         }
     }
@@ -328,9 +323,6 @@ impl Drop for CancelGuard {
 struct Http1 {
     io: PhaseIo<ClientStream>,
     svc: Handler,
-    phase: Arc<ConnPhase>,
-    limits: HeadLimits,
-    preserve_header_case: bool,
     ends: Ends,
     _guards: OpenGuards,
 }
@@ -340,83 +332,80 @@ impl Http1 {
     /// [`crate::conn_io::PARK_AFTER`] is parked: hyper's connection (and its buffers) is
     /// ended without closing the socket, and a new one is started when the next
     /// request's bytes arrive.
-    async fn run(mut self) {
-        // For the log line of a connection hyper ends with an error.
-        let ctx = self.svc.0.ctx.clone();
-        loop {
-            // Boxed: a parked connection holds none of a session's state. The fields are
-            // used in place, not moved into locals: an async fn keeps its arguments for its
-            // whole life, and copies would double what a parked connection holds.
-            let session = Box::pin(session(
-                self.io,
-                self.svc,
-                http1_builder(self.limits, self.preserve_header_case),
-                &self.phase,
-                &mut self.ends,
-            ));
-            (self.io, self.svc) = match session.await {
-                Ok(Some(parked)) => parked,
-                Ok(None) => return,
-                Err(e) => {
-                    log_connection_error(&ctx.log, &ctx.service().name, ctx.client, &e);
+    // Not an `async fn`: one keeps its arguments apart from the locals they move into,
+    // and `self` would take its room twice in every connection's task.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            loop {
+                // Boxed: a parked connection holds none of a session's state.
+                match Box::pin(self.session()).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let ctx = &self.svc.0.ctx;
+                        log_connection_error(&ctx.log, &ctx.service().name, ctx.client, &e);
+                        return;
+                    }
+                }
+                let socket = self.io.get_ref();
+                let goes_on = tokio::select! {
+                    readable = poll_fn(|cx| socket.poll_read_ready(cx)) => readable.is_ok(),
+                    _ = tokio::time::sleep(self.io.idle_after_park()) => false,
+                    _ = self.ends.wait() => false,
+                };
+                if !goes_on {
+                    close(&mut self.io).await;
                     return;
                 }
-            };
-            let socket = self.io.get_ref();
-            let goes_on = tokio::select! {
-                readable = poll_fn(|cx| socket.poll_read_ready(cx)) => readable.is_ok(),
-                _ = tokio::time::sleep(self.io.idle_after_park()) => false,
-                _ = self.ends.wait() => false,
-            };
-            if !goes_on {
-                close(&mut self.io).await;
-                return;
             }
         }
     }
-}
 
-/// One hyper session over `io`: until the client leaves or an end is asked for (then the
-/// connection is closed and `None` returned), or until it parks: then `io`, ready to be
-/// read again, and the service.
-async fn session(
-    io: PhaseIo<ClientStream>,
-    svc: Handler,
-    builder: http1::Builder,
-    phase: &ConnPhase,
-    ends: &mut Ends,
-) -> hyper::Result<Option<(PhaseIo<ClientStream>, Handler)>> {
-    let mut conn = builder.serve_connection(TokioIo::new(io), svc);
-    let park = loop {
-        let park = tokio::select! {
-            r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                r?;
-                break false;
-            }
-            _ = WhenWoken::new(phase.parked.notified()) => {
-                if phase.in_request() {
-                    continue;
+    /// One hyper session: until the client leaves or an end is asked for (then the
+    /// connection is closed and `false` returned), or until it parks (`true`): then the
+    /// socket is ready to be read again.
+    async fn session(&mut self) -> hyper::Result<bool> {
+        let Http1 { io, svc, ends, .. } = self;
+        let phase = io.phase();
+        let ctx = &svc.0.ctx;
+        let builder = http1_builder(
+            ctx.service().head_limits,
+            ctx.snapshot.config.global.preserve_header_case,
+        );
+        // The connection's own fields are lent, not moved: what hyper hands back at the
+        // end would otherwise sit in the task's future beside them.
+        let mut conn = builder.serve_connection(TokioIo::new(&mut *io), &*svc);
+        let park = loop {
+            let park = tokio::select! {
+                r = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                    r?;
+                    break false;
                 }
-                true
-            }
-            _ = WhenWoken::new(ends.wait()) => false,
+                _ = WhenWoken::new(phase.parked.notified()) => {
+                    if phase.in_request() {
+                        continue;
+                    }
+                    true
+                }
+                _ = WhenWoken::new(ends.wait()) => false,
+            };
+            // An idle connection ends at once, leaving the socket open; one with a request
+            // in progress (even one begun just now) ends after it with `Connection: close`.
+            let requests = phase.requests();
+            Pin::new(&mut conn).graceful_shutdown();
+            poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
+            break park && phase.requests() == requests;
         };
-        // An idle connection ends at once, leaving the socket open; one with a request
-        // in progress (even one begun just now) ends after it with `Connection: close`.
-        let requests = phase.requests();
-        Pin::new(&mut conn).graceful_shutdown();
-        poll_fn(|cx| conn.poll_without_shutdown(cx)).await?;
-        break park && phase.requests() == requests;
-    };
-    let parts = conn.into_parts();
-    let mut io = parts.io.into_inner();
-    if !park {
-        close(&mut io).await;
-        return Ok(None);
+        let read_ahead = conn.into_parts().read_buf;
+        if !park {
+            close(io).await;
+            return Ok(false);
+        }
+        tracing::trace!(read_ahead = read_ahead.len(), "parked");
+        io.unpark(read_ahead);
+        Ok(true)
     }
-    tracing::trace!(read_ahead = parts.read_buf.len(), "parked");
-    io.unpark(parts.read_buf);
-    Ok(Some((io, parts.service)))
 }
 
 fn http1_builder(limits: HeadLimits, preserve_header_case: bool) -> http1::Builder {
@@ -492,7 +481,7 @@ struct Handler(Conn);
 
 type Handled = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, h2::Error>> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Handler {
+impl hyper::service::Service<Request<Incoming>> for &Handler {
     type Response = Response<ProxyBody>;
     type Error = h2::Error;
     type Future = Handled;
