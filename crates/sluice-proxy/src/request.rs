@@ -53,7 +53,11 @@ pub fn prepare(
             .map_err(|e| ProxyError::BadRequest(format!("invalid target: {e}")))?;
     }
     parts.version = Version::HTTP_11;
-    let expects = !body.is_end_stream() && expect::expects_continue(&parts.headers);
+    if body.is_end_stream() {
+        // Nothing to count or time: no body to relay (and no box to allocate).
+        return Ok((Request::from_parts(parts, no_body()), None));
+    }
+    let expects = expect::expects_continue(&parts.headers);
     let idle = limits.client_idle.unwrap_or(service.timeouts.client_idle);
     let body = Metered::new(body, exchange.clone(), Direction::Upload, idle)
         .limit(limits.max_body)
@@ -85,10 +89,14 @@ pub fn replayable<B: http_body::Body>(req: &Request<B>) -> Option<Request<()>> {
 
 /// The request again from its kept head, for a re-send.
 pub fn bodiless(head: &Request<()>) -> Request<UpstreamBody> {
-    let empty = http_body_util::Empty::new()
+    with_head(head, no_body())
+}
+
+/// An empty body; boxing it allocates nothing.
+fn no_body() -> UpstreamBody {
+    http_body_util::Empty::new()
         .map_err(|e| match e {})
-        .boxed_unsync();
-    with_head(head, empty)
+        .boxed_unsync()
 }
 
 /// `from`'s head (everything but the body) with `body`.
