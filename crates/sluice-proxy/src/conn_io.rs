@@ -46,7 +46,7 @@ pub struct ConnPhase {
     pub parked: Notify,
     /// hyper's read, when it last found nothing during a request: woken when the request
     /// ends, so that the idle deadlines start then rather than at the client's next byte.
-    reader: Mutex<Option<Waker>>,
+    reader: Mutex<Option<(Waker, Option<tokio::task::Id>)>>,
 }
 
 impl ConnPhase {
@@ -105,8 +105,13 @@ impl Drop for RequestPhase {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
             p.in_request.store(false, Ordering::Release);
-            if let Some(reader) = lock(&p.reader).take() {
-                reader.wake();
+            if let Some((reader, task)) = lock(&p.reader).take() {
+                // Ended by the connection's own task, the response's last bytes are still
+                // to be written, and writing them arms the wait (`arm_once_ended`): waking
+                // the task as well would only cost it another round.
+                if task.is_none() || task != tokio::task::try_id() {
+                    reader.wake();
+                }
             }
         }
     }
@@ -184,6 +189,34 @@ impl<T> PhaseIo<T> {
         self.client_idle.saturating_sub(PARK_AFTER)
     }
 
+    /// Arms the wait for the next request. The first must arrive whole within the header
+    /// deadline; later ones may be preceded by an idle pause.
+    fn arm_wait(&mut self) {
+        let first = self.phase.requests() == 0;
+        self.parking = !first && PARK_AFTER < self.client_idle;
+        self.arm(if first {
+            self.request_header
+        } else if self.parking {
+            PARK_AFTER
+        } else {
+            self.client_idle
+        });
+    }
+
+    /// Once a request has ended, arms the wait for the next one from the write side, as
+    /// hyper sends the response's last bytes: hyper's reader, blocked since it last found
+    /// nothing, would otherwise only arm it at the client's next byte.
+    fn arm_once_ended(&mut self, cx: &mut Context<'_>) {
+        if self.armed || self.phase.in_request() {
+            return;
+        }
+        self.arm_wait();
+        if let Some(deadline) = &mut self.deadline {
+            // Registers the task's waker for the deadline; it cannot have passed yet.
+            let _ = deadline.as_mut().poll(cx);
+        }
+    }
+
     fn arm(&mut self, after: Duration) {
         self.armed = true;
         let at = tokio::time::Instant::now() + after;
@@ -213,24 +246,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
             if polled.is_pending() {
                 let mut reader = lock(&this.phase.reader);
-                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *reader = Some(cx.waker().clone());
+                if !reader
+                    .as_ref()
+                    .is_some_and(|(w, _)| w.will_wake(cx.waker()))
+                {
+                    *reader = Some((cx.waker().clone(), tokio::task::try_id()));
                 }
             }
             return polled;
         }
         if !this.armed {
-            // The first request must arrive whole within the header deadline; later ones
-            // may be preceded by an idle pause.
-            let first = this.phase.requests() == 0;
-            this.parking = !first && PARK_AFTER < this.client_idle;
-            this.arm(if first {
-                this.request_header
-            } else if this.parking {
-                PARK_AFTER
-            } else {
-                this.client_idle
-            });
+            this.arm_wait();
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -286,7 +312,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PhaseIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.arm_once_ended(cx);
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -294,7 +322,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PhaseIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.arm_once_ended(cx);
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
