@@ -95,7 +95,7 @@ fn check_host(headers: &HeaderMap, uri: &Uri, version: Version) -> Result<(), Pr
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(parse_authority)
+                .filter(|h| is_authority(h))
                 .ok_or_else(|| bad("malformed Host"))?,
         ),
         None if version == Version::HTTP_11 => return Err(bad("no Host")),
@@ -104,6 +104,7 @@ fn check_host(headers: &HeaderMap, uri: &Uri, version: Version) -> Result<(), Pr
     let (Some(host), Some(target)) = (host, uri.authority()) else {
         return Ok(());
     };
+    let host = parse_authority(host).ok_or_else(|| bad("malformed Host"))?;
     let target = parse_authority(target.as_str()).ok_or_else(|| bad("malformed target"))?;
     let default_port = if uri.scheme_str() == Some("https") {
         443
@@ -170,6 +171,22 @@ pub fn parse_authority(text: &str) -> Option<Authority> {
         Some(port) if !is_port(port) => None,
         _ => Some(authority),
     }
+}
+
+/// Whether `text` is what [`parse_authority`] accepts. The common form, a name or IPv4
+/// address and perhaps a port, is recognised without building an `Authority` (which
+/// copies it).
+fn is_authority(text: &str) -> bool {
+    let (name, port) = match text.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (text, None),
+    };
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(is_port);
+    plain || parse_authority(text).is_some()
 }
 
 /// 1 to 5 digits, at most 65535.
@@ -328,6 +345,14 @@ mod tests {
             assert_eq!(host(&[bad]), Some(400), "{bad:?} accepted");
         }
         assert_eq!(host(&[]), Some(400));
+        // The names and ports recognised without a full parse agree with it.
+        for text in ["a", "a-b.c", "a.b:1", "1.2.3.4:65535", "a:0", "A:08080", "a:", "a:x", ":1"] {
+            assert_eq!(
+                is_authority(text),
+                parse_authority(text).is_some(),
+                "{text:?}"
+            );
+        }
         assert_eq!(host(&["a", "a"]), Some(400));
         assert_eq!(verdict(Version::HTTP_10, "/", &[]), None);
         let absolute = |target: &str, host: &str| verdict(H11, target, &[("host", host)]);
