@@ -322,13 +322,19 @@ async fn send(
     let mut replay = None;
     let mut stale = 0;
     while let Some((index, server, active)) = attempts.next(record) {
+        // One clock reading serves the choice's time, the idle connection's age and, when
+        // one is ready, the start of sending.
         let connecting = Instant::now();
-        let (mut conn, idle_for) = match server.live.idle.checkout(pool.cfg.idle_timeout) {
-            Some((Reusable::Ready(conn), idle_for)) => (conn, Some(idle_for)),
+        record
+            .t_wait
+            .get_or_insert(connecting.saturating_duration_since(exchange.start));
+        let checkout = server.live.idle.checkout(pool.cfg.idle_timeout, connecting);
+        let (mut conn, idle_for, sending) = match checkout {
+            Some((Reusable::Ready(conn), idle_for)) => (conn, Some(idle_for), connecting),
             // Boxed: connecting (TCP, TLS) is rare with reuse, and its state is large; in
             // place it would grow every request's future.
             parked => match Box::pin(connect(pool, &server, parked)).await {
-                Ok(conn) => conn,
+                Ok((conn, idle_for)) => (conn, idle_for, Instant::now()),
                 Err(reason) => {
                     attempts.unreachable(index, &server, reason);
                     continue;
@@ -336,7 +342,6 @@ async fn send(
             },
         };
         let reused = idle_for.is_some();
-        let sending = Instant::now();
         record.t_connect = Some(sending - connecting);
         let Some(request) = pending
             .take()
@@ -428,9 +433,7 @@ impl<'p> Attempts<'p> {
         if self.tried.len() > self.pool.cfg.retries as usize {
             return None;
         }
-        let picking = Instant::now();
         let index = self.pool.pick(&self.tried, self.choice)?;
-        record.t_wait.get_or_insert(picking.elapsed());
         let server = self.pool.servers[index].clone();
         record.server = Some(server.cfg.name.clone());
         let active = server.live.begin();

@@ -346,7 +346,17 @@ mod tests {
         }
         assert_eq!(host(&[]), Some(400));
         // The names and ports recognised without a full parse agree with it.
-        for text in ["a", "a-b.c", "a.b:1", "1.2.3.4:65535", "a:0", "A:08080", "a:", "a:x", ":1"] {
+        for text in [
+            "a",
+            "a-b.c",
+            "a.b:1",
+            "1.2.3.4:65535",
+            "a:0",
+            "A:08080",
+            "a:",
+            "a:x",
+            ":1",
+        ] {
             assert_eq!(
                 is_authority(text),
                 parse_authority(text).is_some(),

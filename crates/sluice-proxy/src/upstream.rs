@@ -259,17 +259,17 @@ pub enum Reusable {
 
 impl IdlePool {
     /// The most recently used idle connection younger than `max_age` that can carry a
-    /// request, if any, and how long it sat idle. Stale ones are dropped.
-    pub fn checkout(&self, max_age: Duration) -> Option<(Reusable, Duration)> {
+    /// request, if any, and how long it sat idle until `now`. Stale ones are dropped.
+    pub fn checkout(&self, max_age: Duration, now: Instant) -> Option<(Reusable, Duration)> {
         let mut stacks = lock(&self.stacks);
         while let Some((conn, since)) = stacks.ready.pop() {
-            let idle_for = since.elapsed();
+            let idle_for = now.saturating_duration_since(since);
             if conn.is_ready() && idle_for < max_age {
                 return Some((Reusable::Ready(conn), idle_for));
             }
         }
         while let Some((mut parked, since)) = stacks.parked.pop() {
-            let idle_for = since.elapsed();
+            let idle_for = now.saturating_duration_since(since);
             if idle_for < max_age && parked.is_usable() {
                 if let Parked::Socket(socket) = parked {
                     return Some((Reusable::Parked(socket), idle_for));
@@ -436,7 +436,7 @@ mod tests {
         assert!(matches!(lock(&pool.stacks).ready.len(), 1));
         assert!(parked(&pool).await);
         assert!(lock(&pool.stacks).ready.is_empty());
-        let Some((Reusable::Parked(socket), _)) = pool.checkout(MAX_AGE) else {
+        let Some((Reusable::Parked(socket), _)) = pool.checkout(MAX_AGE, Instant::now()) else {
             panic!("no parked socket");
         };
         let mut conn = handshake(socket, None, false).await.unwrap();
@@ -455,7 +455,7 @@ mod tests {
         close.notify_waiters();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!pool.sweep(Instant::now()), "nothing left to watch");
-        assert!(pool.checkout(MAX_AGE).is_none());
+        assert!(pool.checkout(MAX_AGE, Instant::now()).is_none());
     }
 
     #[tokio::test]
@@ -466,12 +466,15 @@ mod tests {
         let pool = Arc::new(IdlePool::default());
         pool.checkin(conn, 8, PARK_AFTER * 2);
         assert!(parked(&pool).await);
-        assert!(pool.checkout(PARK_AFTER * 2).is_some(), "young enough");
+        assert!(
+            pool.checkout(PARK_AFTER * 2, Instant::now()).is_some(),
+            "young enough"
+        );
         let mut conn = connected(addr).await;
         assert_eq!(get(&mut conn).await, 200);
         pool.checkin(conn, 8, PARK_AFTER * 2);
         assert!(parked(&pool).await);
         assert!(!pool.sweep(Instant::now() + PARK_AFTER * 2));
-        assert!(pool.checkout(PARK_AFTER * 2).is_none());
+        assert!(pool.checkout(PARK_AFTER * 2, Instant::now()).is_none());
     }
 }

@@ -146,6 +146,9 @@ async fn connect(
     let mut attempts = Attempts::new(pool, choice);
     while let Some((index, server, active)) = attempts.next(record) {
         let connecting = Instant::now();
+        record
+            .t_wait
+            .get_or_insert(connecting.saturating_duration_since(now));
         match open(pool, &server).await {
             Ok(stream) => {
                 record.t_connect = Some(connecting.elapsed());
