@@ -44,8 +44,9 @@ pub struct ConnPhase {
     requests: AtomicU64,
     /// Signalled once an idle keep-alive connection has waited [`PARK_AFTER`].
     pub parked: Notify,
-    /// hyper's read, when it last found nothing during a request: woken when the request
-    /// ends, so that the idle deadlines start then rather than at the client's next byte.
+    /// hyper's read, when it last found nothing during a request, and its task: woken when
+    /// the request ends elsewhere, so that the idle deadlines start then rather than at
+    /// the client's next byte (within the task, writing the response arms them).
     reader: Mutex<Option<(Waker, Option<tokio::task::Id>)>>,
 }
 

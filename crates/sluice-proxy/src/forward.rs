@@ -389,7 +389,8 @@ async fn send(
     Err(attempts.gave_up())
 }
 
-/// A connection over a parked socket (and how long it idled), or a new one.
+/// The connection a check-out found (resumed if it was parked) and how long it idled, or
+/// a new one.
 async fn connect(
     pool: &PoolRt,
     server: &ServerRt,

@@ -279,6 +279,8 @@ impl IdlePool {
         None
     }
 
+    /// Keeps `conn` for reuse, unless it cannot carry a request or `max_idle` are kept
+    /// already; a sweeping task parks and expires the pool's connections while it has any.
     pub fn checkin(self: &Arc<Self>, conn: ServerConn, max_idle: usize, max_age: Duration) {
         if !conn.is_ready() {
             return;
@@ -313,12 +315,13 @@ impl IdlePool {
             swept,
         } = &mut *stacks;
         // Oldest first: a prefix has idled long enough.
-        let idled = ready.partition_point(|(_, since)| now - *since >= PARK_AFTER);
-        let parking = ready
-            .drain(..idled)
-            .filter_map(|(conn, since)| conn.park().map(|socket| (Parked::Ending(socket), since)));
+        let idle_for = |since: &Instant| now.saturating_duration_since(*since);
+        let idled = ready.partition_point(|(_, since)| idle_for(since) >= PARK_AFTER);
+        let parking = ready.drain(..idled).filter_map(|(conn, since)| {
+            conn.park().map(|handing| (Parked::Ending(handing), since))
+        });
         parked.extend(parking);
-        parked.retain_mut(|(p, since)| now - *since < *max_age && p.is_usable());
+        parked.retain_mut(|(p, since)| idle_for(since) < *max_age && p.is_usable());
         *swept = !ready.is_empty() || !parked.is_empty();
         *swept
     }
@@ -414,6 +417,13 @@ mod tests {
         handshake(Stream::Plain(stream), None, false).await.unwrap()
     }
 
+    /// A connection to `addr` that has carried a request, checked in to `pool`.
+    async fn checked_in(pool: &Arc<IdlePool>, addr: SocketAddr, max_age: Duration) {
+        let mut conn = connected(addr).await;
+        assert_eq!(get(&mut conn).await, 200);
+        pool.checkin(conn, 8, max_age);
+    }
+
     /// Parks what is idle, as a sweep `PARK_AFTER` from now would, and lets the driving
     /// task hand the socket back.
     async fn parked(pool: &IdlePool) -> bool {
@@ -427,13 +437,11 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_is_parked_and_its_socket_carries_the_next_request() {
         let (addr, accepted, _) = server().await;
-        let mut conn = connected(addr).await;
-        assert_eq!(get(&mut conn).await, 200);
         let pool = Arc::new(IdlePool::default());
-        pool.checkin(conn, 8, MAX_AGE);
+        checked_in(&pool, addr, MAX_AGE).await;
         // Not yet idle for long enough: still ready.
         assert!(pool.sweep(Instant::now()));
-        assert!(matches!(lock(&pool.stacks).ready.len(), 1));
+        assert_eq!(lock(&pool.stacks).ready.len(), 1);
         assert!(parked(&pool).await);
         assert!(lock(&pool.stacks).ready.is_empty());
         let Some((Reusable::Parked(socket), _)) = pool.checkout(MAX_AGE, Instant::now()) else {
@@ -447,10 +455,8 @@ mod tests {
     #[tokio::test]
     async fn a_parked_socket_its_server_closed_is_let_go() {
         let (addr, _, close) = server().await;
-        let mut conn = connected(addr).await;
-        assert_eq!(get(&mut conn).await, 200);
         let pool = Arc::new(IdlePool::default());
-        pool.checkin(conn, 8, MAX_AGE);
+        checked_in(&pool, addr, MAX_AGE).await;
         assert!(parked(&pool).await);
         close.notify_waiters();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -461,20 +467,17 @@ mod tests {
     #[tokio::test]
     async fn a_parked_socket_older_than_the_idle_timeout_is_closed() {
         let (addr, _, _) = server().await;
-        let mut conn = connected(addr).await;
-        assert_eq!(get(&mut conn).await, 200);
         let pool = Arc::new(IdlePool::default());
-        pool.checkin(conn, 8, PARK_AFTER * 2);
+        let max_age = PARK_AFTER * 2;
+        checked_in(&pool, addr, max_age).await;
         assert!(parked(&pool).await);
         assert!(
-            pool.checkout(PARK_AFTER * 2, Instant::now()).is_some(),
+            pool.checkout(max_age, Instant::now()).is_some(),
             "young enough"
         );
-        let mut conn = connected(addr).await;
-        assert_eq!(get(&mut conn).await, 200);
-        pool.checkin(conn, 8, PARK_AFTER * 2);
+        checked_in(&pool, addr, max_age).await;
         assert!(parked(&pool).await);
-        assert!(!pool.sweep(Instant::now() + PARK_AFTER * 2));
-        assert!(pool.checkout(PARK_AFTER * 2, Instant::now()).is_none());
+        assert!(!pool.sweep(Instant::now() + max_age));
+        assert!(pool.checkout(max_age, Instant::now()).is_none());
     }
 }

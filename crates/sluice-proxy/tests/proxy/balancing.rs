@@ -74,12 +74,18 @@ async fn least_connections_prefers_the_idle_server() {
     assert!(body.is_ok());
 }
 
-#[tokio::test]
-async fn server_connections_are_kept_alive_and_reused_across_clients() {
+/// sluice with one pool of one server, `a`.
+async fn in_front_of_one_server() -> (Backend, crate::harness::Lb) {
     let a = Backend::start("a").await;
     let config =
         crate::harness::service("p", "") + &crate::harness::pool("p", &[("a", a.addr)], "");
     let lb = start(&config).await;
+    (a, lb)
+}
+
+#[tokio::test]
+async fn server_connections_are_kept_alive_and_reused_across_clients() {
+    let (a, lb) = in_front_of_one_server().await;
     for _ in 0..10 {
         // A new client connection each time: reuse happens on the server side.
         let mut client = Client::connect(lb.addr).await.unwrap();
@@ -97,10 +103,7 @@ async fn server_connections_are_kept_alive_and_reused_across_clients() {
 
 #[tokio::test]
 async fn a_server_connection_parked_while_idle_carries_the_next_request() {
-    let a = Backend::start("a").await;
-    let config =
-        crate::harness::service("p", "") + &crate::harness::pool("p", &[("a", a.addr)], "");
-    let lb = start(&config).await;
+    let (a, lb) = in_front_of_one_server().await;
     let mut client = Client::connect(lb.addr).await.unwrap();
     for _ in 0..2 {
         assert_eq!(client.get("/").await.unwrap().status, 200);
