@@ -2,6 +2,7 @@
 //! re-encryption to a self-signed server trusted by its pinned fingerprint.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -133,6 +134,34 @@ async fn re_encryption_accepts_the_pinned_fingerprint_and_refuses_another() {
         }
     }
     assert_eq!(backend.hits(), 1, "the refused server never saw a request");
+}
+
+#[tokio::test]
+async fn a_re_encrypted_server_connection_parked_while_idle_keeps_its_tls_session() {
+    let cert = TestCert::new(&["cas1.example.com"]);
+    let backend = Backend::start_tls("cas1", cert.server_config()).await;
+    let pin = sluice_proxy::tls::hex(&sluice_proxy::tls::fingerprint(&cert.der));
+    let tls = format!("[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [\"sha256:{pin}\"]\nsni = \"cas1.example.com\"\n");
+    let config = crate::harness::service("p", "") + &pool("p", &[("cas1", backend.addr)], &tls);
+    let lb = crate::harness::start(&config).await;
+    let mut client = Client::connect(lb.addr).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(client.get("/ews/exchange.asmx").await.unwrap().status, 200);
+        // Idle for longer than sluice keeps a server connection's HTTP state (1 s, and
+        // half a second between sweeps): only the TLS stream is kept.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+    }
+    let post = client.request("POST", "/ews/exchange.asmx");
+    let post = post
+        .body(sluice_lab::client::full(vec![b'x'; 100_000]))
+        .unwrap();
+    assert_eq!(client.send(post).await.unwrap().status, 200);
+    assert_eq!(backend.hits(), 3);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "one TLS connection carried every request"
+    );
 }
 
 #[tokio::test]
