@@ -93,7 +93,7 @@ pub fn bodiless(head: &Request<()>) -> Request<UpstreamBody> {
 }
 
 /// An empty body; boxing it allocates nothing.
-fn no_body() -> UpstreamBody {
+pub(crate) fn no_body() -> UpstreamBody {
     http_body_util::Empty::new()
         .map_err(|e| match e {})
         .boxed_unsync()

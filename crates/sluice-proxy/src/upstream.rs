@@ -362,49 +362,12 @@ impl Parked {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::sync::atomic::AtomicUsize;
-    use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
-    use tokio::sync::Notify;
-
-    /// A server answering every request with an empty 200, counting its connections, and
-    /// closing them all when `close` is notified.
-    async fn server() -> (SocketAddr, Arc<AtomicUsize>, Arc<Notify>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (accepted, close) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let (count, closing) = (accepted.clone(), close.clone());
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let closing = closing.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        tokio::select! {
-                            read = conn.read(&mut buf) => match read {
-                                // A request's head arrives in one read on loopback.
-                                Ok(n) if n > 0 => {
-                                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-                                    conn.write_all(ok).await.unwrap();
-                                }
-                                _ => return,
-                            },
-                            _ = closing.notified() => return,
-                        }
-                    }
-                });
-            }
-        });
-        (addr, accepted, close)
-    }
+    use sluice_lab::Backend;
 
     async fn get(conn: &mut ServerConn) -> u16 {
         let req = http::Request::get("/")
             .header("host", "x")
-            .body(UnsyncBoxBody::new(
-                http_body_util::Empty::new().map_err(|e| match e {}),
-            ))
+            .body(crate::request::no_body())
             .unwrap();
         let response = conn.sender.send_request(req).await.unwrap();
         let status = response.status().as_u16();
@@ -436,9 +399,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_is_parked_and_its_socket_carries_the_next_request() {
-        let (addr, accepted, _) = server().await;
+        let server = Backend::start("a").await;
         let pool = Arc::new(IdlePool::default());
-        checked_in(&pool, addr, MAX_AGE).await;
+        checked_in(&pool, server.addr, MAX_AGE).await;
         // Not yet idle for long enough: still ready.
         assert!(pool.sweep(Instant::now()));
         assert_eq!(lock(&pool.stacks).ready.len(), 1);
@@ -449,16 +412,16 @@ mod tests {
         };
         let mut conn = handshake(socket, None, false).await.unwrap();
         assert_eq!(get(&mut conn).await, 200);
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the same socket");
+        assert_eq!(server.connections(), 1, "the same socket");
     }
 
     #[tokio::test]
     async fn a_parked_socket_its_server_closed_is_let_go() {
-        let (addr, _, close) = server().await;
+        let server = Backend::start("a").await;
         let pool = Arc::new(IdlePool::default());
-        checked_in(&pool, addr, MAX_AGE).await;
+        checked_in(&pool, server.addr, MAX_AGE).await;
         assert!(parked(&pool).await);
-        close.notify_waiters();
+        server.stop().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!pool.sweep(Instant::now()), "nothing left to watch");
         assert!(pool.checkout(MAX_AGE, Instant::now()).is_none());
@@ -466,16 +429,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_parked_socket_older_than_the_idle_timeout_is_closed() {
-        let (addr, _, _) = server().await;
+        let server = Backend::start("a").await;
         let pool = Arc::new(IdlePool::default());
         let max_age = PARK_AFTER * 2;
-        checked_in(&pool, addr, max_age).await;
+        checked_in(&pool, server.addr, max_age).await;
         assert!(parked(&pool).await);
         assert!(
             pool.checkout(max_age, Instant::now()).is_some(),
             "young enough"
         );
-        checked_in(&pool, addr, max_age).await;
+        checked_in(&pool, server.addr, max_age).await;
         assert!(parked(&pool).await);
         assert!(!pool.sweep(Instant::now() + max_age));
         assert!(pool.checkout(max_age, Instant::now()).is_none());
