@@ -116,6 +116,11 @@ async fn several_certificates_are_chosen_by_sni_over_http1_and_http2() {
     );
 }
 
+/// A pool's re-encryption to `cas1.example.com`, trusted by its SHA-256 fingerprint.
+fn pinned_tls(fingerprint: &str) -> String {
+    format!("[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [\"sha256:{fingerprint}\"]\nsni = \"cas1.example.com\"\n")
+}
+
 #[tokio::test]
 async fn re_encryption_accepts_the_pinned_fingerprint_and_refuses_another() {
     let cert = TestCert::new(&["cas1.example.com"]);
@@ -123,7 +128,7 @@ async fn re_encryption_accepts_the_pinned_fingerprint_and_refuses_another() {
     let pin = sluice_proxy::tls::hex(&sluice_proxy::tls::fingerprint(&cert.der));
     let wrong = "00".repeat(32);
     for (fingerprint, want) in [(pin.as_str(), 200), (wrong.as_str(), 502)] {
-        let tls = format!("[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [\"sha256:{fingerprint}\"]\nsni = \"cas1.example.com\"\n");
+        let tls = pinned_tls(fingerprint);
         let config = crate::harness::service("p", "") + &pool("p", &[("cas1", backend.addr)], &tls);
         let lb = crate::harness::start(&config).await;
         let mut client = Client::connect(lb.addr).await.unwrap();
@@ -141,8 +146,8 @@ async fn a_re_encrypted_server_connection_parked_while_idle_keeps_its_tls_sessio
     let cert = TestCert::new(&["cas1.example.com"]);
     let backend = Backend::start_tls("cas1", cert.server_config()).await;
     let pin = sluice_proxy::tls::hex(&sluice_proxy::tls::fingerprint(&cert.der));
-    let tls = format!("[pool.tls]\nverify = \"fingerprint\"\nfingerprints = [\"sha256:{pin}\"]\nsni = \"cas1.example.com\"\n");
-    let config = crate::harness::service("p", "") + &pool("p", &[("cas1", backend.addr)], &tls);
+    let config =
+        crate::harness::service("p", "") + &pool("p", &[("cas1", backend.addr)], &pinned_tls(&pin));
     let lb = crate::harness::start(&config).await;
     let mut client = Client::connect(lb.addr).await.unwrap();
     for _ in 0..2 {
