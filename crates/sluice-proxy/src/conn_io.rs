@@ -84,8 +84,8 @@ impl ConnPhase {
         (RequestPhase(Some(self.clone())), first_byte_at)
     }
 
-    fn mark_first_byte(&self) {
-        let us = self.start.elapsed().as_micros() as u64 + 1;
+    fn mark_first_byte(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.start).as_micros() as u64 + 1;
         let _ = self
             .first_byte_us
             .compare_exchange(0, us, Ordering::AcqRel, Ordering::Relaxed);
@@ -132,8 +132,12 @@ pub struct PhaseIo<T> {
     phase: Arc<ConnPhase>,
     request_header: Duration,
     client_idle: Duration,
+    /// The timer for `due`. It may be set earlier than `due`: moving a timer at every
+    /// request costs more than setting it again, now and then, when it fires early.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// Whether `deadline` applies. A request in progress disarms it but keeps the timer:
+    /// When the wait armed ends.
+    due: tokio::time::Instant,
+    /// Whether `due` applies. A request in progress disarms it but keeps the timer:
     /// setting it again costs less than a new one, and a stale expiry only wakes the task.
     armed: bool,
     /// Whether bytes of the awaited request have arrived.
@@ -159,6 +163,7 @@ impl<T> PhaseIo<T> {
             request_header,
             client_idle,
             deadline: None,
+            due: tokio::time::Instant::now(),
             armed: false,
             receiving: false,
             parking: false,
@@ -212,18 +217,38 @@ impl<T> PhaseIo<T> {
             return;
         }
         self.arm_wait();
-        if let Some(deadline) = &mut self.deadline {
-            // Registers the task's waker for the deadline; it cannot have passed yet.
-            let _ = deadline.as_mut().poll(cx);
-        }
+        // Registers the task's waker for the deadline; it cannot have passed yet.
+        let _ = self.expired(cx);
     }
 
     fn arm(&mut self, after: Duration) {
+        self.arm_at(tokio::time::Instant::now() + after);
+    }
+
+    fn arm_at(&mut self, due: tokio::time::Instant) {
         self.armed = true;
-        let at = tokio::time::Instant::now() + after;
+        self.due = due;
         match &mut self.deadline {
-            Some(d) => d.as_mut().reset(at),
-            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+            Some(d) if d.deadline() <= self.due => {}
+            Some(d) => d.as_mut().reset(self.due),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(self.due))),
+        }
+    }
+
+    /// Whether `due` has passed; if not, the task is woken when it does (or earlier).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(d) = &mut self.deadline else {
+            return false;
+        };
+        // Twice at most: a timer that fired early is set for the rest of the wait.
+        loop {
+            if d.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if d.deadline() >= self.due {
+                return true;
+            }
+            d.as_mut().reset(self.due);
         }
     }
 }
@@ -265,18 +290,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for PhaseIo<T> {
             if buf.filled().len() > before && !this.receiving {
                 this.receiving = true;
                 this.parking = false;
-                this.phase.mark_first_byte();
-                this.arm(this.request_header);
+                // One clock reading for both.
+                let now = tokio::time::Instant::now();
+                this.phase.mark_first_byte(now.into_std());
+                this.arm_at(now + this.request_header);
             }
         }
         if polled.is_ready() {
             return polled;
         }
-        let expired = this
-            .deadline
-            .as_mut()
-            .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-        if !expired {
+        if !this.expired(cx) {
             return Poll::Pending;
         }
         if this.parking && !this.receiving {

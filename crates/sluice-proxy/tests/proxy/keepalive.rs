@@ -68,3 +68,30 @@ async fn an_idle_connection_closes_after_client_idle_counted_from_its_last_answe
         "closed after {waited:?}"
     );
 }
+
+/// The connection's timer is moved lazily: set for the pause after an answer, it fires
+/// before a later request's header deadline and must be set again for the rest.
+#[tokio::test]
+async fn a_later_request_gets_its_whole_header_deadline() {
+    let b = Backend::start("cas1").await;
+    let timeouts = "[service.timeouts]\nrequest_header = \"700ms\"\n";
+    let lb = start(&(service("p", timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
+    let mut conn = BufReader::new(TcpStream::connect(lb.addr).await.unwrap());
+    conn.get_mut().write_all(GET).await.unwrap();
+    let (head, _) = read_response(&mut conn).await.unwrap();
+    assert_eq!(status(&head), Some(200), "{head}");
+    // Within the pause before parking, half of the next request, and no more.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.get_mut().write_all(&GET[..10]).await.unwrap();
+    let begun = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    let waited = begun.elapsed();
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_millis(2500),
+        "408 after {waited:?}"
+    );
+}
