@@ -13,8 +13,8 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The headers that belong to one connection only (RFC 9110 7.6.1), beside those that
-/// `Connection` names; `Connection` first. A static: a constant would be built (and
-/// dropped) again at every use.
+/// `Connection` names; `Connection` first, in the order [`hop_by_hop`] numbers them. A
+/// static: a constant would be built (and dropped) again at every use.
 static HOP_BY_HOP: [HeaderName; 6] = [
     CONNECTION,
     TE,
@@ -29,29 +29,53 @@ static HOP_BY_HOP: [HeaderName; 6] = [
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which are present (most messages carry none, or only
     // `Connection`), instead of a lookup per hop-by-hop name.
-    let mut present = HOP_BY_HOP.each_ref().map(|_| false);
+    let mut present = [false; HOP_BY_HOP.len()];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop(name) {
             present[i] = true;
         }
     }
     if present[0] {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|name| !name.eq_ignore_ascii_case(KEEP_ALIVE.as_str()))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_options(headers) {
             headers.remove(name);
         }
     }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
+}
+
+/// The place of a hop-by-hop name in [`HOP_BY_HOP`]. Compared as text, which mostly
+/// differs in length alone: cheaper than comparing `HeaderName`s.
+fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "transfer-encoding" => 2,
+        "upgrade" => 3,
+        "keep-alive" => 4,
+        "proxy-connection" => 5,
+        _ => return None,
+    })
+}
+
+/// The headers that `Connection` names. The usual values, `keep-alive` and `close`, name
+/// none and are not taken apart.
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter(|v| !names_none(v.as_bytes()))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| !name.eq_ignore_ascii_case(KEEP_ALIVE.as_str()))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
+}
+
+fn names_none(value: &[u8]) -> bool {
+    value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
 }
 
 /// The client's address as `X-Forwarded-For` gives it (IPv4-mapped addresses as IPv4).
@@ -109,6 +133,15 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_numbered_by_its_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop(&http::header::CONTENT_LENGTH), None);
+        assert_eq!(hop_by_hop(&HeaderName::from_static("x-te")), None);
     }
 
     #[test]
