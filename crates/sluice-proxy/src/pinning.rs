@@ -10,12 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::state::ServerRt;
 use crate::upstream::{Sender, ServerConn};
+
+/// Exchange's answer that the connection stays authenticated. A static: looking a header
+/// up by a `&str` name parses the name again at every request.
+static PERSISTENT_AUTH: HeaderName = HeaderName::from_static("persistent-auth");
 
 /// Schemes whose authentication state lives in the connection.
 const CONNECTION_SCHEMES: [&str; 2] = ["ntlm", "negotiate"];
@@ -46,7 +50,7 @@ pub fn response_binds(status: StatusCode, headers: &HeaderMap) -> bool {
     });
     offers
         || headers
-            .get_all("persistent-auth")
+            .get_all(&PERSISTENT_AUTH)
             .iter()
             .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true"))
 }
