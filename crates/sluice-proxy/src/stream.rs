@@ -72,7 +72,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
     }
 }
 
-/// A client's connection as the listener serves it.
 /// Vectored writes up to this size are copied together and sent with one `send(2)`.
 /// hyper writes a small response as its head and one piece of body; on Linux `writev(2)`
 /// costs more per call than `send(2)` (the vector is copied in and the write goes
@@ -100,6 +99,7 @@ fn poll_write_gathered(
     }
 }
 
+/// A client's connection as the listener serves it.
 pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
 
 impl ClientStream {
