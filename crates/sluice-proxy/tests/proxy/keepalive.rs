@@ -8,7 +8,7 @@ use sluice_lab::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{pool, service, start};
+use crate::harness::{pool, service, start, Lb};
 
 const GET: &[u8] = b"GET /owa/ HTTP/1.1\r\nHost: x\r\n\r\n";
 /// Longer than the pause after which sluice parks an idle connection (200 ms).
@@ -51,13 +51,7 @@ async fn a_parked_connection_serves_its_next_requests() {
 
 #[tokio::test]
 async fn an_idle_connection_closes_after_client_idle_counted_from_its_last_answer() {
-    let b = Backend::start("cas1").await;
-    let timeouts = "[service.timeouts]\nclient_idle = \"700ms\"\n";
-    let lb = start(&(service("p", timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
-    let mut conn = BufReader::new(TcpStream::connect(lb.addr).await.unwrap());
-    conn.get_mut().write_all(GET).await.unwrap();
-    let (head, _) = read_response(&mut conn).await.unwrap();
-    assert_eq!(status(&head), Some(200), "{head}");
+    let (_b, _lb, mut conn) = answered_once("client_idle = \"700ms\"").await;
     let answered = Instant::now();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
@@ -73,13 +67,7 @@ async fn an_idle_connection_closes_after_client_idle_counted_from_its_last_answe
 /// before a later request's header deadline and must be set again for the rest.
 #[tokio::test]
 async fn a_later_request_gets_its_whole_header_deadline() {
-    let b = Backend::start("cas1").await;
-    let timeouts = "[service.timeouts]\nrequest_header = \"700ms\"\n";
-    let lb = start(&(service("p", timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
-    let mut conn = BufReader::new(TcpStream::connect(lb.addr).await.unwrap());
-    conn.get_mut().write_all(GET).await.unwrap();
-    let (head, _) = read_response(&mut conn).await.unwrap();
-    assert_eq!(status(&head), Some(200), "{head}");
+    let (_b, _lb, mut conn) = answered_once("request_header = \"700ms\"").await;
     // Within the pause before parking, half of the next request, and no more.
     tokio::time::sleep(Duration::from_millis(50)).await;
     conn.get_mut().write_all(&GET[..10]).await.unwrap();
@@ -94,4 +82,17 @@ async fn a_later_request_gets_its_whole_header_deadline() {
         waited >= Duration::from_millis(600) && waited < Duration::from_millis(2500),
         "408 after {waited:?}"
     );
+}
+
+/// A connection through sluice (with `timeout`, a line of `[service.timeouts]`) whose
+/// first request has been answered.
+async fn answered_once(timeout: &str) -> (Backend, Lb, BufReader<TcpStream>) {
+    let b = Backend::start("cas1").await;
+    let timeouts = format!("[service.timeouts]\n{timeout}\n");
+    let lb = start(&(service("p", &timeouts) + &pool("p", &[("cas1", b.addr)], ""))).await;
+    let mut conn = BufReader::new(TcpStream::connect(lb.addr).await.unwrap());
+    conn.get_mut().write_all(GET).await.unwrap();
+    let (head, _) = read_response(&mut conn).await.unwrap();
+    assert_eq!(status(&head), Some(200), "{head}");
+    (b, lb, conn)
 }
