@@ -26,7 +26,7 @@ use crate::forward::{handle, ConnCtx};
 use crate::gate::WhenWoken;
 use crate::pinning::PinSlot;
 use crate::state::Snapshot;
-use crate::stream::{ClientStream, Stream};
+use crate::stream::{ClientStream, Stream, Tcp};
 
 /// Binds with SO_REUSEADDR; IPv6 sockets are IPv6-only so `[::]:443` and `0.0.0.0:443`
 /// can both be listed.
@@ -176,12 +176,12 @@ async fn serve(
     let timeouts = service.timeouts.clone();
     let tls = snapshot.acceptors[index].clone();
     let (stream, h2, sni) = match &tls {
-        None => (Stream::Plain(tcp), false, None),
+        None => (Stream::Plain(Tcp(tcp)), false, None),
         Some(acceptor) => {
             // Boxed: the handshake's state is large and over once it is done.
             let handshake = Box::pin(tokio::time::timeout(
                 timeouts.tls_handshake,
-                acceptor.accept(tcp),
+                acceptor.accept(Tcp(tcp)),
             ));
             match handshake.await {
                 Ok(Ok(tls)) => {

@@ -8,11 +8,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub enum Stream<T> {
-    Plain(TcpStream),
+    Plain(Tcp),
     Tls(Box<T>),
 }
 
-pub type ServerStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type ServerStream = Stream<tokio_rustls::client::TlsStream<Tcp>>;
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
     fn poll_read(
@@ -45,7 +45,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(s) => poll_write_gathered(s, cx, bufs),
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -72,43 +72,80 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
     }
 }
 
-/// Vectored writes up to this size are copied together and sent with one `send(2)`.
-/// hyper writes a small response as its head and one piece of body; on Linux `writev(2)`
-/// costs more per call than `send(2)` (the vector is copied in and the write goes
-/// through the generic file path), more than copying a few hundred bytes does.
+/// A TCP socket, under TLS or not, whose small vectored writes go out gathered into one
+/// `send(2)`: hyper writes a small response as its head and a piece of body, rustls as a
+/// record or two, and on Linux `writev(2)` costs more per call than `send(2)` (the vector
+/// is copied in and the write goes through the generic file path), more than copying a
+/// few hundred bytes does.
+pub struct Tcp(pub TcpStream);
+
+/// Vectored writes up to this size are gathered.
 const GATHER_MAX: usize = 2048;
 
-fn poll_write_gathered(
-    s: &mut TcpStream,
-    cx: &mut Context<'_>,
-    bufs: &[io::IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    match bufs {
-        [one] => Pin::new(s).poll_write(cx, one),
-        _ if total <= GATHER_MAX => {
-            let mut gathered = [0u8; GATHER_MAX];
-            let mut len = 0;
-            for buf in bufs {
-                gathered[len..len + buf.len()].copy_from_slice(buf);
-                len += buf.len();
+impl AsyncRead for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let s = Pin::new(&mut self.get_mut().0);
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        match bufs {
+            [one] => s.poll_write(cx, one),
+            _ if total <= GATHER_MAX => {
+                let mut gathered = [0u8; GATHER_MAX];
+                let mut len = 0;
+                for buf in bufs {
+                    gathered[len..len + buf.len()].copy_from_slice(buf);
+                    len += buf.len();
+                }
+                s.poll_write(cx, &gathered[..len])
             }
-            Pin::new(s).poll_write(cx, &gathered[..len])
+            _ => s.poll_write_vectored(cx, bufs),
         }
-        _ => Pin::new(s).poll_write_vectored(cx, bufs),
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
 /// A client's connection as the listener serves it.
-pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = Stream<tokio_rustls::server::TlsStream<Tcp>>;
 
 impl ClientStream {
     /// Ready when the socket has bytes (or an end) to read. A poll, not a future: a
     /// parked connection's state then holds no room for one.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Plain(s) => s.poll_read_ready(cx),
-            Stream::Tls(s) => s.get_ref().0.poll_read_ready(cx),
+            Stream::Plain(s) => s.0.poll_read_ready(cx),
+            Stream::Tls(s) => s.get_ref().0 .0.poll_read_ready(cx),
         }
     }
 }
@@ -130,7 +167,7 @@ mod tests {
             s.read_to_end(&mut got).await.unwrap();
             got
         });
-        let mut s: ClientStream = Stream::Plain(TcpStream::connect(addr).await.unwrap());
+        let mut s: ClientStream = Stream::Plain(Tcp(TcpStream::connect(addr).await.unwrap()));
         let slices: Vec<io::IoSlice> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
         let n = s.write_vectored(&slices).await.unwrap();
         assert!(n > 0);

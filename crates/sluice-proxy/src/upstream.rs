@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::gate::WhenWoken;
 use crate::server::CutSignal;
-use crate::stream::{ServerStream, Stream};
+use crate::stream::{ServerStream, Stream, Tcp};
 use crate::sync::lock;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -129,13 +129,13 @@ impl Connector {
                 .map_err(|e| format!("sending the PROXY header: {e}"))?;
         }
         let Some((config, sni)) = &self.tls else {
-            return Ok(Stream::Plain(tcp));
+            return Ok(Stream::Plain(Tcp(tcp)));
         };
         let name = sni
             .clone()
             .unwrap_or(ServerName::IpAddress(addr.ip().into()));
         let tls = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, tcp)
+            .connect(name, Tcp(tcp))
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
         Ok(Stream::Tls(Box::new(tls)))
@@ -377,7 +377,9 @@ mod tests {
 
     async fn connected(addr: SocketAddr) -> ServerConn {
         let stream = TcpStream::connect(addr).await.unwrap();
-        handshake(Stream::Plain(stream), None, false).await.unwrap()
+        handshake(Stream::Plain(Tcp(stream)), None, false)
+            .await
+            .unwrap()
     }
 
     /// A connection to `addr` that has carried a request, checked in to `pool`.
