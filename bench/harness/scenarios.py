@@ -50,14 +50,21 @@ class Candidate:
         return proc
 
 
-def candidates(sluice_bin, nginx_user):
+def sluice(name, binary):
+    return Candidate(
+        name,
+        lambda p, lay: [binary, "run", "--config", str(p)],
+        configs.sluice,
+        max_clients=lambda lay: lay.haproxy_maxconn(HTTP) - 8,
+    )
+
+
+def candidates(sluice_bin, nginx_user, sluice_pgo_bin=None):
+    """Every balancer; the profile-guided sluice build too when one is given."""
+    pgo = [sluice("sluice-pgo", sluice_pgo_bin)] if sluice_pgo_bin else []
     return [
-        Candidate(
-            "sluice",
-            lambda p, lay: [sluice_bin, "run", "--config", str(p)],
-            configs.sluice,
-            max_clients=lambda lay: lay.haproxy_maxconn(HTTP) - 8,
-        ),
+        sluice("sluice", sluice_bin),
+        *pgo,
         Candidate(
             "haproxy",
             lambda p, lay: ["haproxy", "-db", "-f", str(p)],
