@@ -251,6 +251,12 @@ impl Finish {
     }
 }
 
+/// What polling a body gives.
+type Polled = Option<Result<Frame<Bytes>, BoxError>>;
+
+/// Relayed bodies of a known length up to this are waited for before their head goes out.
+const SMALL_BODY: u64 = 16 * 1024;
+
 /// The body of every response sluice sends to a client.
 pub enum ProxyBody {
     /// Made by sluice itself (errors, the sorry page).
@@ -262,6 +268,8 @@ pub enum ProxyBody {
     Relayed {
         body: Metered,
         finish: Option<Box<Finish>>,
+        /// What the first poll gave, when it was made before the head went out.
+        ahead: Option<Polled>,
     },
 }
 
@@ -276,12 +284,45 @@ impl ProxyBody {
     pub fn relayed(body: Metered, finish: Finish) -> Self {
         if body.is_end_stream() {
             finish.complete("done");
-            return ProxyBody::Relayed { body, finish: None };
+            return ProxyBody::Relayed {
+                body,
+                finish: None,
+                ahead: None,
+            };
         }
         ProxyBody::Relayed {
             body,
             finish: Some(Box::new(finish)),
+            ahead: None,
         }
+    }
+
+    /// Waits for the first frame of a small relayed body of known length, so that the
+    /// head goes out with it. A server writes such a body right behind its head, but it
+    /// may arrive a moment later; the head sent alone would cost a packet, and the
+    /// client's acknowledgement of it, for nothing the client can use without the body.
+    /// Bodies of unknown length or larger ones (streams, long polls) are never held.
+    pub async fn with_small_body_ahead(mut self) -> Self {
+        let ProxyBody::Relayed {
+            body,
+            finish: Some(_),
+            ..
+        } = &self
+        else {
+            return self;
+        };
+        if !body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > 0 && n <= SMALL_BODY)
+        {
+            return self;
+        }
+        let first = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await;
+        if let ProxyBody::Relayed { ahead, .. } = &mut self {
+            *ahead = Some(first);
+        }
+        self
     }
 }
 
@@ -299,7 +340,14 @@ impl Body for ProxyBody {
                     .filter(|d| !d.is_empty())
                     .map(|d| Ok(Frame::data(d))),
             ),
-            ProxyBody::Relayed { body, finish } => {
+            ProxyBody::Relayed {
+                body,
+                finish,
+                ahead,
+            } => {
+                if let Some(first) = ahead.take() {
+                    return Poll::Ready(first);
+                }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 let end = match &polled {
                     // hyper stops polling once a declared length has arrived, so the end
@@ -325,7 +373,11 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Local { data, .. } => data.as_ref().is_none_or(|d| d.is_empty()),
-            ProxyBody::Relayed { body, finish } => finish.is_none() && body.is_end_stream(),
+            ProxyBody::Relayed {
+                body,
+                finish,
+                ahead,
+            } => ahead.is_none() && finish.is_none() && body.is_end_stream(),
         }
     }
 
@@ -334,7 +386,16 @@ impl Body for ProxyBody {
             ProxyBody::Local { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ProxyBody::Relayed { body, .. } => body.size_hint(),
+            ProxyBody::Relayed { body, ahead, .. } => {
+                let held = match ahead {
+                    Some(Some(Ok(frame))) => frame.data_ref().map_or(0, |d| d.len() as u64),
+                    _ => 0,
+                };
+                match body.size_hint().exact() {
+                    Some(left) => SizeHint::with_exact(left + held),
+                    None => body.size_hint(),
+                }
+            }
         }
     }
 }

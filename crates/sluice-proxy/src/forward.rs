@@ -112,7 +112,13 @@ pub async fn handle(
     }
     let exchange = Exchange::new(start);
     match forward(&ctx, req, &mut record, &exchange).await {
-        Ok(Outcome::Proxied(answered)) => Ok(relay(&ctx, *answered, record, exchange, phase)),
+        Ok(Outcome::Proxied(answered)) => {
+            let (head, body) = relay(&ctx, *answered, record, exchange, phase).into_parts();
+            Ok(Response::from_parts(
+                head,
+                body.with_small_body_ahead().await,
+            ))
+        }
         Ok(Outcome::Ruled(answer)) => Ok(rule_response(&ctx, answer, record, &exchange, phase)),
         Err(ProxyError::Http11Required) if ctx.pins.is_none() => {
             let e = ProxyError::Http11Required;

@@ -33,6 +33,14 @@ async fn read_head(s: &mut TcpStream) -> String {
 async fn raw_server(
     response: &'static str,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    raw_server_in_pieces(vec![response], Duration::ZERO).await
+}
+
+/// [`raw_server`] writing its response in `pieces`, `gap` apart.
+async fn raw_server_in_pieces(
+    pieces: Vec<&'static str>,
+    gap: Duration,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -40,10 +48,64 @@ async fn raw_server(
         let (mut s, _) = listener.accept().await.unwrap();
         let head = read_head(&mut s).await;
         let _ = tx.send(head);
-        s.write_all(response.as_bytes()).await.unwrap();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            s.write_all(piece.as_bytes()).await.unwrap();
+        }
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
     (addr, rx)
+}
+
+/// What the client's first read gets of the answer to a `GET` through sluice, in front of
+/// a server writing `pieces` 300 ms apart.
+async fn first_read_of(pieces: Vec<&'static str>) -> String {
+    let (server, _) = raw_server_in_pieces(pieces, Duration::from_millis(300)).await;
+    let lb = start(&(service("p", "") + &pool("p", &[("s", server)], ""))).await;
+    let mut client = TcpStream::connect(lb.addr).await.unwrap();
+    client
+        .write_all(b"GET /owa/ HTTP/1.1\r\nHost: mail.contoso.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = tokio::time::timeout(
+        Duration::from_millis(250) + Duration::from_millis(300),
+        client.read(&mut buf),
+    )
+    .await
+    .expect("the first bytes arrive before the server's second piece is due twice over")
+    .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_small_body_a_moment_behind_its_head_goes_out_with_it() {
+    let got = first_read_of(vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"]).await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nok"), "the head came alone: {got:?}");
+}
+
+#[tokio::test]
+async fn the_head_of_a_streamed_or_large_body_is_not_held_back() {
+    let chunked = first_read_of(vec![
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "2\r\nok\r\n0\r\n\r\n",
+    ])
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
+    assert!(
+        chunked.ends_with("\r\n\r\n"),
+        "held with its body: {chunked:?}"
+    );
+    let large = first_read_of(vec![
+        "HTTP/1.1 200 OK\r\nContent-Length: 16385\r\n\r\n",
+        "x",
+    ])
+    .await;
+    assert!(large.starts_with("HTTP/1.1 200 OK\r\n"), "{large}");
+    assert!(large.ends_with("\r\n\r\n"), "held with its body: {large:?}");
 }
 
 #[tokio::test]
