@@ -59,10 +59,13 @@ async fn raw_server_in_pieces(
     (addr, rx)
 }
 
+/// How long the server of [`first_read_of`] waits between the pieces of its response.
+const GAP: Duration = Duration::from_millis(300);
+
 /// What the client's first read gets of the answer to a `GET` through sluice, in front of
-/// a server writing `pieces` 300 ms apart.
+/// a server writing `pieces` [`GAP`] apart.
 async fn first_read_of(pieces: Vec<&'static str>) -> String {
-    let (server, _) = raw_server_in_pieces(pieces, Duration::from_millis(300)).await;
+    let (server, _) = raw_server_in_pieces(pieces, GAP).await;
     let lb = start(&(service("p", "") + &pool("p", &[("s", server)], ""))).await;
     let mut client = TcpStream::connect(lb.addr).await.unwrap();
     client
@@ -70,21 +73,24 @@ async fn first_read_of(pieces: Vec<&'static str>) -> String {
         .await
         .unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    let n = tokio::time::timeout(
-        Duration::from_millis(250) + Duration::from_millis(300),
-        client.read(&mut buf),
-    )
-    .await
-    .expect("the first bytes arrive before the server's second piece is due twice over")
-    .unwrap();
+    let n = tokio::time::timeout(GAP + Duration::from_millis(250), client.read(&mut buf))
+        .await
+        .expect("nothing arrived within 250 ms of the server's second piece")
+        .unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The response head `got` starts with, and what came after it.
+fn head_and_rest(got: &str) -> (&str, &str) {
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+    got.split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no whole head: {got:?}"))
 }
 
 #[tokio::test]
 async fn a_small_body_a_moment_behind_its_head_goes_out_with_it() {
     let got = first_read_of(vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"]).await;
-    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
-    assert!(got.ends_with("\r\n\r\nok"), "the head came alone: {got:?}");
+    assert_eq!(head_and_rest(&got).1, "ok", "the head came alone: {got:?}");
 }
 
 #[tokio::test]
@@ -94,9 +100,9 @@ async fn the_head_of_a_streamed_or_large_body_is_not_held_back() {
         "2\r\nok\r\n0\r\n\r\n",
     ])
     .await;
-    assert!(chunked.starts_with("HTTP/1.1 200 OK\r\n"), "{chunked}");
-    assert!(
-        chunked.ends_with("\r\n\r\n"),
+    assert_eq!(
+        head_and_rest(&chunked).1,
+        "",
         "held with its body: {chunked:?}"
     );
     let large = first_read_of(vec![
@@ -104,8 +110,7 @@ async fn the_head_of_a_streamed_or_large_body_is_not_held_back() {
         "x",
     ])
     .await;
-    assert!(large.starts_with("HTTP/1.1 200 OK\r\n"), "{large}");
-    assert!(large.ends_with("\r\n\r\n"), "held with its body: {large:?}");
+    assert_eq!(head_and_rest(&large).1, "", "held with its body: {large:?}");
 }
 
 #[tokio::test]
