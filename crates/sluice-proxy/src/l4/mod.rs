@@ -62,7 +62,7 @@ pub async fn serve(
         }
     }
     if record.end.is_empty() {
-        let relayed = session(snapshot, service, &client, peer, first_bytes, &mut record).await;
+        let relayed = session(snapshot, service, client, peer, first_bytes, &mut record).await;
         if let Err(e) = relayed {
             tracing::debug!(client = %peer, service = %service.name, "not relayed: {e}");
             record.end = e.end_state();
@@ -77,7 +77,7 @@ pub async fn serve(
 async fn session(
     snapshot: &Snapshot,
     service: &Service,
-    client: &TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     first_bytes: Vec<u8>,
     record: &mut Record,
@@ -108,7 +108,7 @@ async fn session(
     };
     let relayed = relay::relay(
         client,
-        &upstream,
+        upstream,
         service.timeouts.idle,
         service.splice,
         stop,
