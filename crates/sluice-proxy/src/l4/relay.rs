@@ -187,7 +187,7 @@ struct Direction {
 enum Source {
     Registered(AsyncFd<OwnedFd>),
     Paused(OwnedFd),
-    /// Only while changing between the two.
+    /// Between the two, and for good if registering again failed.
     Moving,
 }
 
@@ -198,11 +198,10 @@ impl Source {
 
     /// Stops readiness reports until the next read.
     fn pause(&mut self) {
-        if let Source::Registered(_) = self {
-            if let Source::Registered(fd) = mem::replace(self, Source::Moving) {
-                *self = Source::Paused(fd.into_inner());
-            }
-        }
+        *self = match mem::replace(self, Source::Moving) {
+            Source::Registered(fd) => Source::Paused(fd.into_inner()),
+            other => other,
+        };
     }
 
     /// Runs `op` on the socket once it is readable, registering it again if paused (the
@@ -211,11 +210,10 @@ impl Source {
         &mut self,
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        if let Source::Paused(_) = self {
-            if let Source::Paused(fd) = mem::replace(self, Source::Moving) {
-                *self = Source::new(fd)?;
-            }
-        }
+        *self = match mem::replace(self, Source::Moving) {
+            Source::Paused(fd) => Source::new(fd)?,
+            other => other,
+        };
         let Source::Registered(fd) = self else {
             return Err(io::Error::other("relay source lost its socket"));
         };
