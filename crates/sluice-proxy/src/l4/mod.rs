@@ -15,6 +15,7 @@ use std::time::{Instant, SystemTime};
 
 use http::HeaderMap;
 use sluice_config::{Condition, Service};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::access_log::Record;
@@ -88,7 +89,7 @@ async fn session(
     record.route = route.map(|r| r.name.clone());
     let pool = snapshot.pools[pool].clone();
     record.pool = Some(pool.cfg.name.clone());
-    let (server, upstream, _active) = connect(&pool, peer, record).await?;
+    let (server, mut upstream, _active) = connect(&pool, peer, record).await?;
     let local = client.local_addr().unwrap_or(peer);
     let mut preamble = pool
         .cfg
@@ -96,7 +97,7 @@ async fn session(
         .map(|v| proxy_protocol::for_client(v, peer, local))
         .unwrap_or_default();
     preamble.extend_from_slice(&first_bytes);
-    if let Err(e) = relay::write_all(&upstream, &preamble).await {
+    if let Err(e) = upstream.write_all(&preamble).await {
         return Err(ProxyError::ServerFailed {
             server: server.cfg.name.clone(),
             reason: e.to_string(),

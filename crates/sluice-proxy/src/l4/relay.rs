@@ -315,19 +315,6 @@ async fn buffered(dir: &mut Direction, meter: &Meter, moved: &AtomicU64) -> Resu
     }
 }
 
-/// Writes all of `data` to a stream shared by reference.
-pub async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        dst.writable().await?;
-        match dst.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(target_os = "linux")]
 mod zero_copy {
     use rustix::io::Errno;
