@@ -22,6 +22,7 @@ class Layout:
     front: int  # the balancer's listening port
     admin: int  # sluice's admin port (unused by the others)
     open_files: int  # the balancers' open files limit
+    servers_pid: int = 0  # the backend servers' nginx, once started
 
     def haproxy_maxconn(self, mode: str) -> int:
         # HAProxy will not start unless it can have two descriptors per connection (plus a

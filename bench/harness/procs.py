@@ -88,6 +88,23 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
+def context_switches(pid: int) -> tuple:
+    """Voluntary (went to sleep) and involuntary (preempted) context switches of the process
+    tree, all threads included."""
+    sleeps = preempted = 0
+    for p in tree(pid):
+        for status in Path(f"/proc/{p}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        sleeps += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        preempted += int(line.split()[1])
+            except OSError:
+                continue
+    return sleeps, preempted
+
+
 def memory_kib(pid: int, field: str) -> int:
     """Sum of `VmRSS` (now) or `VmHWM` (peak) over the process tree, in KiB."""
     total = 0

@@ -54,15 +54,20 @@ def table(scenarios, summary):
             continue
         unit = "MiB/s" if sc.unit == "MiB" else "req/s"
         per = "MiB per CPU-s" if sc.unit == "MiB" else "req per CPU-s"
-        lines.append(f"| balancer | {unit} | p50 ms | p99 ms | CPU-s | {per} | peak RSS MiB | errors |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        each = "per MiB" if sc.unit == "MiB" else "per 1k req"
+        lines.append(
+            f"| balancer | {unit} | p50 ms | p99 ms | CPU-s | {per} | peak RSS MiB | errors | "
+            f"servers preempted {each} | balancer sleeps {each} |"
+        )
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for cand in (*BALANCERS, "direct"):
             f = rows.get(cand)
             if f:
                 lines.append(
                     f"| {cand} | {_fmt(f['rate'])} | {_fmt(f['p50_ms'], 2)} | {_fmt(f['p99_ms'], 2)} | "
                     f"{_fmt(f.get('cpu_s'), 2)} | {_fmt(f.get('per_cpu_s'))} | "
-                    f"{_fmt(f.get('peak_rss_mib'), 1)} | {_fmt(f['errors'])} |"
+                    f"{_fmt(f.get('peak_rss_mib'), 1)} | {_fmt(f['errors'])} | "
+                    f"{_fmt(f.get('servers_preempted'), 1)} | {_fmt(f.get('balancer_sleeps'), 1)} |"
                 )
     return "\n".join(lines)
 

@@ -90,37 +90,53 @@ def run_one(scenario, candidate, lay, cpu, seconds, idle_count):
     if candidate is None:
         if scenario.mode == HTTPS or scenario.idle:
             return None  # the backends speak plain HTTP; idle memory needs a balancer
-        return _measure_wrk(scenario, None, lay.backends[0], seconds)
+        return _measure_wrk(scenario, None, lay.backends[0], seconds, lay.servers_pid)
     proc = candidate.start(lay, scenario.mode, cpu)
     try:
         if scenario.idle:
             cap = candidate.max_clients(lay)
             return _measure_idle(proc, lay.front, min(idle_count, cap or idle_count))
-        return _measure_wrk(scenario, proc, lay.front, seconds)
+        return _measure_wrk(scenario, proc, lay.front, seconds, lay.servers_pid)
     finally:
         procs.stop(proc)
 
 
-def _measure_wrk(scenario, proc, port, seconds):
+def _measure_wrk(scenario, proc, port, seconds, servers_pid):
     scheme = "https" if scenario.mode == HTTPS else "http"
     url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
     load.wrk(url, scenario.connections, 1, scenario.headers)  # warm-up: pools, caches
     cpu_before = procs.cpu_seconds(proc.pid) if proc else 0.0
+    servers_before, balancer_before = _switches(proc, servers_pid)
     result = load.wrk(url, scenario.connections, seconds, scenario.headers)
     elapsed = result["duration_us"] / 1e6
+    amount = _amount(scenario, result)
     figure = {
-        "rate": _amount(scenario, result) / elapsed,
+        "rate": amount / elapsed,
         "p50_ms": result["p50_us"] / 1000,
         "p99_ms": result["p99_us"] / 1000,
         "errors": result["errors"],
         "requests": result["requests"],
     }
+    # How the balancer's rhythm cuts up the time of the CPU the servers share with wrk:
+    # the servers preempted, and the balancer going to sleep (each wake-up of it is paid
+    # for on that CPU), per 1,000 requests or per MiB.
+    servers_after, balancer_after = _switches(proc, servers_pid)
+    per = (1000 if scenario.unit == "req" else 1) / amount if amount else 0.0
+    figure["servers_preempted"] = (servers_after[1] - servers_before[1]) * per
     if proc:
         cpu = procs.cpu_seconds(proc.pid) - cpu_before
         figure["cpu_s"] = cpu
-        figure["per_cpu_s"] = _amount(scenario, result) / cpu if cpu > 0 else None
+        figure["per_cpu_s"] = amount / cpu if cpu > 0 else None
         figure["peak_rss_mib"] = procs.memory_kib(proc.pid, "VmHWM") / 1024
+        figure["balancer_sleeps"] = (balancer_after[0] - balancer_before[0]) * per
     return figure
+
+
+def _switches(proc, servers_pid):
+    """Context switches (voluntary, involuntary) of the servers, then of the balancer."""
+    servers = procs.context_switches(servers_pid) if servers_pid else (0, 0)
+    balancer = procs.context_switches(proc.pid) if proc else (0, 0)
+    return servers, balancer
 
 
 def _amount(scenario, result):

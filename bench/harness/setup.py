@@ -69,6 +69,7 @@ def backends(open_files, cpu):
         try:
             for port in lay.backends:
                 procs.wait_port(port, server)
+            lay.servers_pid = server.pid
             yield lay
         finally:
             procs.stop(server)
