@@ -1,4 +1,5 @@
-"""Processes under test: start pinned, wait for their port, read CPU time and memory."""
+"""Processes under test: start pinned, wait for their port, read CPU time, context switches
+and memory."""
 
 import os
 import signal
@@ -6,6 +7,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -88,9 +90,13 @@ def cpu_seconds(pid: int) -> float:
     return total / TICKS
 
 
-def context_switches(pid: int) -> tuple:
-    """Voluntary (went to sleep) and involuntary (preempted) context switches of the process
-    tree, all threads included."""
+class Switches(NamedTuple):
+    sleeps: int  # voluntary context switches: the thread waited
+    preempted: int  # involuntary ones: the scheduler took the CPU away
+
+
+def context_switches(pid: int) -> Switches:
+    """Context switches of the process tree, all threads included."""
     sleeps = preempted = 0
     for p in tree(pid):
         for status in Path(f"/proc/{p}/task").glob("*/status"):
@@ -102,7 +108,7 @@ def context_switches(pid: int) -> tuple:
                         preempted += int(line.split()[1])
             except OSError:
                 continue
-    return sleeps, preempted
+    return Switches(sleeps, preempted)
 
 
 def memory_kib(pid: int, field: str) -> int:

@@ -122,20 +122,21 @@ def _measure_wrk(scenario, proc, port, seconds, servers_pid):
     # for on that CPU), per 1,000 requests or per MiB.
     servers_after, balancer_after = _switches(proc, servers_pid)
     per = (1000 if scenario.unit == "req" else 1) / amount if amount else 0.0
-    figure["servers_preempted"] = (servers_after[1] - servers_before[1]) * per
+    figure["servers_preempted"] = (servers_after.preempted - servers_before.preempted) * per
     if proc:
         cpu = procs.cpu_seconds(proc.pid) - cpu_before
         figure["cpu_s"] = cpu
         figure["per_cpu_s"] = amount / cpu if cpu > 0 else None
         figure["peak_rss_mib"] = procs.memory_kib(proc.pid, "VmHWM") / 1024
-        figure["balancer_sleeps"] = (balancer_after[0] - balancer_before[0]) * per
+        figure["balancer_sleeps"] = (balancer_after.sleeps - balancer_before.sleeps) * per
     return figure
 
 
 def _switches(proc, servers_pid):
-    """Context switches (voluntary, involuntary) of the servers, then of the balancer."""
-    servers = procs.context_switches(servers_pid) if servers_pid else (0, 0)
-    balancer = procs.context_switches(proc.pid) if proc else (0, 0)
+    """Context switches of the servers, then of the balancer (none without one)."""
+    none = procs.Switches(0, 0)
+    servers = procs.context_switches(servers_pid) if servers_pid else none
+    balancer = procs.context_switches(proc.pid) if proc else none
     return servers, balancer
 
 
