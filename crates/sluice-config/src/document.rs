@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use toml::de::DeTable;
 
@@ -86,6 +87,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&text, &file, base)
 }
 
+/// A longer watch would spend a core on waiting rather than save it a wake-up.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 fn parse_global(mut t: Table, r: &mut Report) -> Global {
     let d = Global::default();
     let g = Global {
@@ -114,6 +118,17 @@ fn parse_global(mut t: Table, r: &mut Report) -> Global {
             .get("workers")
             .and_then(|f| f.int_in(r, 1, 1024))
             .map(|n| n as usize),
+        busy_poll: t
+            .get("busy_poll")
+            .and_then(|f| {
+                let d = f.duration(r)?;
+                if d > MAX_BUSY_POLL {
+                    f.fail(r, "must be at most 1ms");
+                    return None;
+                }
+                Some(d)
+            })
+            .unwrap_or(d.busy_poll),
         max_connections: t
             .get("max_connections")
             .and_then(|f| f.int_in(r, 1, 10_000_000))

@@ -40,6 +40,9 @@ pub struct Global {
     /// Threads that carry traffic; `None` is one per CPU. Read at start only: a reload
     /// cannot resize the running thread pool.
     pub workers: Option<usize>,
+    /// How long the one traffic thread (`workers = 1`) watches for new work before it
+    /// sleeps; zero sleeps at once. Read at start only.
+    pub busy_poll: Duration,
     /// Open client connections of the whole process; one more is closed at once. `None`:
     /// what the open-files limit allows.
     pub max_connections: Option<u32>,
@@ -56,6 +59,7 @@ impl Default for Global {
             access_log_format: LogFormat::Logfmt,
             persistence_secret: None,
             workers: None,
+            busy_poll: Duration::from_micros(2),
             max_connections: None,
             preserve_header_case: true,
         }

@@ -599,3 +599,17 @@ dialogue = [{ }]
         );
     }
 }
+
+#[test]
+fn busy_polling_defaults_on_and_is_bounded() {
+    let c = parse(VALID, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(c.global.busy_poll, Duration::from_micros(2));
+    let off = VALID.replace("[global]\n", "[global]\nbusy_poll = \"0us\"\n");
+    let c = parse(&off, "t.toml", Path::new(".")).expect("valid");
+    assert_eq!(c.global.busy_poll, Duration::ZERO);
+    let long = VALID.replace("[global]\n", "[global]\nbusy_poll = \"2ms\"\n");
+    assert_eq!(
+        errors(&long),
+        ["t.toml:3:13: global.busy_poll: must be at most 1ms"]
+    );
+}

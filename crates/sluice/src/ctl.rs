@@ -68,7 +68,7 @@ pub fn ctl(args: CtlArgs) -> ExitCode {
         }
     };
     let (method, path, body) = request_of(&args.action);
-    let runtime = match crate::runtime(None) {
+    let runtime = match crate::runtime(None, std::time::Duration::ZERO) {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -1,6 +1,7 @@
 //! The `sluice` command: `lab` to try it against emulated Exchange servers, `run` a
 //! configuration, `check` one without starting, `init` one, `ctl` a running one.
 
+mod busy_poll;
 mod ctl;
 mod init;
 mod lab;
@@ -112,7 +113,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime(config.global.workers) {
+    match runtime(config.global.workers, config.global.busy_poll) {
         Ok(runtime) => runtime.block_on(serve(config, path)),
         Err(code) => code,
     }
@@ -121,11 +122,21 @@ fn run(path: &std::path::Path) -> ExitCode {
 /// The runtime that carries traffic, in a process allowed as many open files as the
 /// system lets it have. One worker is the current thread's own scheduler: no work
 /// stealing, no cross-thread wake-ups, measurably less CPU per request than a
-/// one-thread pool.
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+/// one-thread pool; it watches for work a moment before it sleeps (`busy_poll`).
+fn runtime(
+    workers: Option<usize>,
+    busy_poll: std::time::Duration,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
     sluice_proxy::fd_limit::raise();
+    let mut watch = None;
     let mut builder = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(1) => {
+            let mut b = tokio::runtime::Builder::new_current_thread();
+            if !busy_poll.is_zero() {
+                watch = Some(busy_poll::Watch::install(&mut b, busy_poll));
+            }
+            b
+        }
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
@@ -133,10 +144,14 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> 
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder.enable_all().build().map_err(|e| {
+    let runtime = builder.enable_all().build().map_err(|e| {
         eprintln!("cannot start the runtime: {e}");
         ExitCode::FAILURE
-    })
+    })?;
+    if watch.is_some_and(|w| !w.arm(&runtime)) {
+        tracing::warn!("busy polling is off: the runtime's epoll instance was not found");
+    }
+    Ok(runtime)
 }
 
 async fn serve(config: sluice_config::Config, path: &std::path::Path) -> ExitCode {

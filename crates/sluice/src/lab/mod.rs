@@ -46,7 +46,7 @@ impl LabArgs {
 }
 
 pub fn lab(args: LabArgs) -> ExitCode {
-    let runtime = match crate::runtime(None) {
+    let runtime = match crate::runtime(None, std::time::Duration::ZERO) {
         Ok(r) => r,
         Err(code) => return code,
     };

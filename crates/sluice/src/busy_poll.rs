@@ -1,0 +1,181 @@
+//! Busy polling: before the one traffic thread sleeps, it watches its event queue for new
+//! work for a few microseconds.
+//!
+//! Under steady load most of that thread's waits are short: the next bytes from a client
+//! or server arrive within a few microseconds. Sleeping through them is not free: the
+//! core halts, and the process that sends the bytes must wake it with an interrupt,
+//! which on a virtual machine costs the sender's core a trip through the hypervisor.
+//! Watching for a moment instead catches most of those bytes awake; a wait that outlasts
+//! the watch sleeps as before. docs/performance.md has the figures.
+//!
+//! tokio offers no such wait, so the hook it runs before each sleep asks the kernel
+//! whether tokio's own epoll instance has anything ready (`poll` on the epoll descriptor
+//! reports this without taking the events, which tokio's next `epoll_wait` collects).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use tokio::runtime::{Builder, Runtime};
+
+/// The epoll instance a runtime's hook watches, once the runtime is built and found.
+#[derive(Clone, Default)]
+pub struct Watch(Arc<OnceLock<OwnedFd>>);
+
+impl Watch {
+    /// Makes every sleep of the runtime built from `builder` start with a watch of up to
+    /// `budget`, once [`Watch::arm`] has found that runtime's event queue.
+    pub fn install(builder: &mut Builder, budget: Duration) -> Watch {
+        let watch = Watch::default();
+        let hook = watch.clone();
+        builder.on_thread_park(move || {
+            if let Some(queue) = hook.0.get() {
+                watch_for_work(queue.as_fd(), budget);
+            }
+        });
+        watch
+    }
+
+    /// Starts watching `runtime`'s event queue. False, and no watching, when it cannot be
+    /// found.
+    pub fn arm(&self, runtime: &Runtime) -> bool {
+        event_queue_of(runtime).is_some_and(|queue| self.0.set(queue).is_ok())
+    }
+}
+
+/// Returns once `queue` has an event ready (true) or `budget` has passed (false).
+fn watch_for_work(queue: BorrowedFd<'_>, budget: Duration) -> bool {
+    let at_once = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let started = Instant::now();
+    loop {
+        let mut fds = [PollFd::new(&queue, PollFlags::IN)];
+        if poll(&mut fds, Some(&at_once)).is_ok_and(|ready| ready > 0) {
+            return true;
+        }
+        if started.elapsed() >= budget {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// A descriptor of the epoll instance `runtime` registers its sockets with: the one that
+/// lists a socket registered through the runtime a moment ago.
+fn event_queue_of(runtime: &Runtime) -> Option<OwnedFd> {
+    let _entered = runtime.enter();
+    let (probe, _peer) = tokio::net::UnixStream::pair().ok()?;
+    let probe_inode = std::fs::metadata(format!("/proc/self/fd/{}", probe.as_raw_fd()))
+        .ok()?
+        .ino();
+    let queue = epoll_descriptors()
+        .into_iter()
+        .find(|&queue| lists(queue, probe.as_raw_fd(), probe_inode))?;
+    // SAFETY: `queue` lists the probe, so it is `runtime`'s, which holds it open until it
+    // is dropped, and it is borrowed here. The duplicate is ours: it stays valid for as
+    // long as the hook runs.
+    let queue = unsafe { BorrowedFd::borrow_raw(queue) };
+    rustix::io::fcntl_dupfd_cloexec(queue, 0).ok()
+}
+
+/// The process's open epoll descriptors.
+fn epoll_descriptors() -> Vec<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventpoll]")
+        })
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether epoll instance `queue` watches descriptor `fd` with inode `inode`: a line
+/// `tfd: <fd> events: ... ino:<inode, hex> ...` of its `/proc/self/fdinfo` entry.
+fn lists(queue: RawFd, fd: RawFd, inode: u64) -> bool {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{queue}")) else {
+        return false;
+    };
+    info.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("tfd:")
+            && words.next().and_then(|n| n.parse().ok()) == Some(fd)
+            && words.any(|w| {
+                w.strip_prefix("ino:")
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    == Some(inode)
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    fn armed_runtime() -> (Runtime, Watch) {
+        let mut builder = Builder::new_current_thread();
+        let watch = Watch::install(&mut builder, Duration::from_micros(2));
+        let runtime = builder.enable_all().build().unwrap();
+        assert!(
+            watch.arm(&runtime),
+            "the runtime's epoll instance was found"
+        );
+        (runtime, watch)
+    }
+
+    #[test]
+    fn the_watch_sees_bytes_arrive_for_a_waiting_task_and_leaves_them_to_tokio() {
+        let (runtime, watch) = armed_runtime();
+        let queue = watch.0.get().unwrap().as_fd();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let reader = tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                client.read_exact(&mut byte).await.map(|_| byte[0])
+            });
+            // The reader has found nothing to read and waits; nothing is ready.
+            tokio::task::yield_now().await;
+            assert!(!watch_for_work(queue, Duration::from_micros(200)));
+            // The byte arrives while the runtime is not polling: the queue reports it.
+            assert_eq!(server.try_write(b"x").unwrap(), 1);
+            let started = Instant::now();
+            while !watch_for_work(queue, Duration::from_millis(1)) {
+                assert!(started.elapsed() < LONG, "the byte was never seen");
+            }
+            // Watching took nothing: the reader still gets its byte.
+            let got = tokio::time::timeout(LONG, reader).await.unwrap().unwrap();
+            assert_eq!(got.unwrap(), b'x');
+        });
+    }
+
+    #[test]
+    fn each_runtime_watches_its_own_event_queue() {
+        let (first, first_watch) = armed_runtime();
+        let (second, second_watch) = armed_runtime();
+        let first_queue = first_watch.0.get().unwrap().as_raw_fd();
+        let second_queue = second_watch.0.get().unwrap().as_raw_fd();
+        // Each duplicate lists what its own runtime registers, not the other's.
+        let _in_first = first.enter();
+        let (probe, _peer) = tokio::net::UnixStream::pair().unwrap();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", probe.as_raw_fd()))
+            .unwrap()
+            .ino();
+        assert!(lists(first_queue, probe.as_raw_fd(), inode));
+        assert!(!lists(second_queue, probe.as_raw_fd(), inode));
+        drop(second);
+    }
+}
