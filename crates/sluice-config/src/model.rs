@@ -59,7 +59,7 @@ impl Default for Global {
             access_log_format: LogFormat::Logfmt,
             persistence_secret: None,
             workers: None,
-            busy_poll: Duration::from_micros(1),
+            busy_poll: Duration::from_micros(2),
             max_connections: None,
             preserve_header_case: true,
         }

@@ -603,7 +603,7 @@ dialogue = [{ }]
 #[test]
 fn busy_polling_defaults_on_and_is_bounded() {
     let c = parse(VALID, "t.toml", Path::new(".")).expect("valid");
-    assert_eq!(c.global.busy_poll, Duration::from_micros(1));
+    assert_eq!(c.global.busy_poll, Duration::from_micros(2));
     let off = VALID.replace("[global]\n", "[global]\nbusy_poll = \"0us\"\n");
     let c = parse(&off, "t.toml", Path::new(".")).expect("valid");
     assert_eq!(c.global.busy_poll, Duration::ZERO);
