@@ -4,7 +4,7 @@
 //! Under steady load most of that thread's waits are short: the next bytes from a client
 //! or server arrive within a few microseconds. Sleeping through them is not free: the
 //! core halts, and the process that sends the bytes must wake it with an interrupt,
-//! which on a virtual machine costs the sender's core a trip through the hypervisor.
+//! sent on that process's core (on a virtual machine, through the hypervisor).
 //! Watching for a moment instead catches most of those bytes awake; a wait that outlasts
 //! the watch sleeps as before. docs/performance.md has the figures.
 //!

@@ -128,15 +128,8 @@ fn runtime(
     busy_poll: std::time::Duration,
 ) -> Result<tokio::runtime::Runtime, ExitCode> {
     sluice_proxy::fd_limit::raise();
-    let mut watch = None;
     let mut builder = match workers {
-        Some(1) => {
-            let mut b = tokio::runtime::Builder::new_current_thread();
-            if !busy_poll.is_zero() {
-                watch = Some(busy_poll::Watch::install(&mut b, busy_poll));
-            }
-            b
-        }
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
@@ -144,6 +137,8 @@ fn runtime(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
+    let watch = (workers == Some(1) && !busy_poll.is_zero())
+        .then(|| busy_poll::Watch::install(&mut builder, busy_poll));
     let runtime = builder.enable_all().build().map_err(|e| {
         eprintln!("cannot start the runtime: {e}");
         ExitCode::FAILURE
