@@ -101,13 +101,11 @@ def context_switches(pid: int) -> Switches:
     for p in tree(pid):
         for status in Path(f"/proc/{p}/task").glob("*/status"):
             try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        sleeps += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        preempted += int(line.split()[1])
+                text = status.read_text()
             except OSError:
                 continue
+            sleeps += _status_field(text, "voluntary_ctxt_switches")
+            preempted += _status_field(text, "nonvoluntary_ctxt_switches")
     return Switches(sleeps, preempted)
 
 
@@ -116,9 +114,15 @@ def memory_kib(pid: int, field: str) -> int:
     total = 0
     for p in tree(pid):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
+            total += _status_field(Path(f"/proc/{p}/status").read_text(), field)
         except OSError:
             continue
     return total
+
+
+def _status_field(status: str, field: str) -> int:
+    """The number after `field:` in a `/proc/.../status` text; 0 where it is absent."""
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
